@@ -1,0 +1,112 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "pipehook",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "pipehook", targets: ["pipehook"]),
+        .library(name: "PipehookDaemon", targets: ["PipehookDaemon"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+    ],
+    targets: [
+        // System OpenSSL libcrypto: HMAC-SHA256, SHA-256, constant-time compare.
+        .systemLibrary(
+            name: "CLibCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
+        // Standard Webhooks / Svix signatures. Pure: only the crypto shim and Foundation.
+        .target(name: "PipehookSignature", dependencies: ["CLibCrypto"], swiftSettings: strict),
+        // Generation status ranks and the one-way transition rules. Pure.
+        .target(name: "PipehookLifecycle", swiftSettings: strict),
+        // Provider payload formats (Pipevideo first) behind one protocol.
+        .target(name: "PipehookFormats", dependencies: ["PipehookLifecycle"], swiftSettings: strict),
+        // YAML configuration: parsing, ${VAR} substitution, validation with key paths.
+        .target(
+            name: "PipehookSettings",
+            dependencies: [
+                "PipehookSignature", "PipehookLifecycle", "PipehookFormats",
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: strict
+        ),
+        // The store protocol and its value types; knows no database.
+        .target(name: "PipehookStore", dependencies: ["PipehookLifecycle"], swiftSettings: strict),
+        // SQLite implementation of the store (GRDB, WAL, group commit).
+        .target(
+            name: "PipehookSQLite",
+            dependencies: [
+                "PipehookStore", "PipehookLifecycle",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // The webhook intake over HTTP; sees the store only through its protocol.
+        .target(
+            name: "PipehookHTTP",
+            dependencies: [
+                "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookStore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        // Composition root: settings → store → services; CLI command bodies.
+        .target(
+            name: "PipehookDaemon",
+            dependencies: [
+                "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookSettings",
+                "PipehookStore", "PipehookSQLite", "PipehookHTTP",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "pipehook",
+            dependencies: [
+                "PipehookDaemon",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PipehookUnitTests",
+            dependencies: [
+                "PipehookSignature", "PipehookLifecycle", "PipehookFormats", "PipehookSettings",
+            ],
+            resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PipehookIntegrationTests",
+            dependencies: [
+                "pipehook", "PipehookDaemon", "PipehookSQLite", "PipehookHTTP", "PipehookStore",
+                "PipehookSignature", "PipehookSettings",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,257 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import PipehookFormats
+import PipehookLifecycle
+import PipehookSettings
+import PipehookSignature
+import PipehookStore
+
+/// The bodies of the read and admin commands; the executable only parses arguments.
+public enum Commands {
+    // MARK: check-config
+
+    /// Returns the report to print and whether the configuration is valid.
+    public static func checkConfig(path: String?) -> (text: String, ok: Bool) {
+        do {
+            let loaded = try SettingsLoader.load(configPath: path, createSecret: false)
+            let settings = loaded.settings
+            let where_: String
+            switch loaded.origin {
+            case .file(let file): where_ = file
+            case .builtInDefaults: where_ = "built-in defaults (no \(SettingsLoader.defaultPath))"
+            }
+            let steps = settings.routes.reduce(0) { $0 + $1.steps.count }
+            return ("configuration OK: \(where_): \(settings.sources.count) source(s), \(settings.routes.count) route(s), \(steps) step(s), listening on \(settings.listen)", true)
+        } catch {
+            let location = path ?? SettingsLoader.defaultPath
+            let lines = error.problems.map { "  \($0)" }.joined(separator: "\n")
+            return ("configuration \(location) has \(error.problems.count) problem(s):\n\(lines)", false)
+        }
+    }
+
+    // MARK: status / generations
+
+    public static func status(generationID: String, source: String?, store: any WebhookStore, json: Bool) async throws -> String {
+        var details = try await store.generations(withID: generationID)
+        if let source { details = details.filter { $0.generation.source == source } }
+        guard !details.isEmpty else { throw CommandFailure("no generation \(generationID) in the store") }
+        if json {
+            let documents = details.map(GenerationDocument.init)
+            return try Output.json(documents.count == 1 ? AnyEncodable(documents[0]) : AnyEncodable(documents))
+        }
+        return details.map { detail in
+            let g = detail.generation
+            var lines = [
+                "generation \(g.generationID) (source \(g.source))",
+                "  status:   \(g.status.rawValue)",
+                "  updated:  \(Output.time(g.updatedAt))",
+            ]
+            if let url = g.outputURL { lines.append("  output:   \(url)") }
+            if let message = g.errorMessage { lines.append("  error:    \(message)") }
+            lines.append("  timeline:")
+            for entry in detail.timeline {
+                let from = entry.previousStatus?.rawValue ?? "-"
+                lines.append("    \(Output.time(entry.receivedAt))  \(entry.origin.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)) \(from) -> \(entry.status.rawValue)  [\(entry.transition.rawValue)]  \(entry.eventID)")
+            }
+            return lines.joined(separator: "\n")
+        }.joined(separator: "\n\n")
+    }
+
+    public static func generations(status: GenerationStatus?, limit: Int, store: any WebhookStore, json: Bool) async throws -> String {
+        let records = try await store.generations(status: status, limit: limit)
+        if json { return try Output.json(records.map(GenerationSummary.init)) }
+        if records.isEmpty { return "no generations" }
+        let header = "UPDATED                   STATUS       SOURCE       GENERATION"
+        return ([header] + records.map {
+            "\(Output.time($0.updatedAt).padding(toLength: 25, withPad: " ", startingAt: 0)) \($0.status.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.source.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.generationID)"
+        }).joined(separator: "\n")
+    }
+
+    public static func prune(settings: Settings, store: any WebhookStore, json: Bool) async throws -> String {
+        let report = try await store.prune(
+            nowMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
+            dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds
+        )
+        if json { return try Output.json(report) }
+        return "pruned \(report.deliveries) delivery id(s) past the dedup window, \(report.generations) finished generation(s) with \(report.events) event(s) and \(report.unrecognized) unrecognized delivery(ies) past retention"
+    }
+
+    // MARK: send
+
+    public struct SendOptions: Sendable {
+        public var url: String?
+        public var secret: String?
+        public var source: String?
+        public var generationID: String?
+        public var status: String = "completed"
+        public var outputURL: String?
+        public var errorMessage: String?
+        public var id: String?
+        public var timestamp: Int64?
+        public init() {}
+    }
+
+    /// Signs a Pipevideo-shaped event with the same code the verifier uses and POSTs it.
+    /// Returns the response status and body; the caller maps non-2xx to exit 1.
+    public static func send(_ options: SendOptions, settings: Settings?) async throws -> (status: Int, body: String, id: String) {
+        let source = options.source.flatMap { name in settings?.source(named: name) } ?? settings?.sources.first
+        if let name = options.source, settings?.source(named: name) == nil, options.url == nil {
+            throw CommandFailure("no source \(name) in the configuration")
+        }
+        let secret: SigningSecret
+        if let text = options.secret {
+            do { secret = try SigningSecret(text) } catch { throw CommandFailure("--secret is not a whsec_ secret") }
+        } else if let first = source?.secrets.first {
+            secret = first
+        } else {
+            throw CommandFailure("no secret: pass --secret or configure a source")
+        }
+        let url: String
+        if let explicit = options.url {
+            url = explicit
+        } else if let settings, let source {
+            let host = ["0.0.0.0", "::", ""].contains(settings.listen.host) ? "127.0.0.1" : settings.listen.host
+            let scheme = settings.tls == nil ? "http" : "https"
+            let authority = host.contains(":") ? "[\(host)]:\(settings.listen.port)" : "\(host):\(settings.listen.port)"
+            url = "\(scheme)://\(authority)/webhooks/\(source.name)"
+        } else {
+            throw CommandFailure("no URL: pass --url or configure a listener")
+        }
+        guard GenerationStatus(providerValue: options.status) != nil else {
+            throw CommandFailure("--status must be one of: \(GenerationStatus.allCases.map(\.rawValue).joined(separator: ", ")), pending, processing")
+        }
+        let id = options.id ?? "msg_" + Crypto.randomBytes(12).hexString
+        let generationID = options.generationID ?? "gen_" + Crypto.randomBytes(8).hexString
+        let timestamp = options.timestamp ?? Int64(Date().timeIntervalSince1970)
+        let outputURL = options.outputURL ?? (options.status == "completed" ? "https://example.com/videos/\(generationID).mp4" : nil)
+        func field(_ value: String?) -> String { value.map { JSONEncoding.quote($0) } ?? "null" }
+        let body = #"{"eventType":"\#(PipevideoFormat.completedEventType)","generationId":\#(JSONEncoding.quote(generationID)),"status":\#(JSONEncoding.quote(options.status)),"outputUrl":\#(field(outputURL)),"errorMessage":\#(field(options.errorMessage))}"#
+        let bytes = Array(body.utf8)
+        var request = HTTPClientRequest(url: url)
+        request.method = .POST
+        request.headers.add(name: "content-type", value: "application/json")
+        request.headers.add(name: "webhook-id", value: id)
+        request.headers.add(name: "webhook-timestamp", value: String(timestamp))
+        request.headers.add(name: "webhook-signature", value: Signer.signature(secret: secret, id: id, timestamp: timestamp, body: bytes))
+        request.body = .bytes(ByteBuffer(bytes: bytes))
+        do {
+            let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+            let answer = try await response.body.collect(upTo: 1 << 20)
+            return (Int(response.status.code), String(buffer: answer), id)
+        } catch {
+            throw CommandFailure("cannot POST to \(url): \(error)")
+        }
+    }
+}
+
+enum JSONEncoding {
+    static func quote(_ text: String) -> String {
+        let data = try! JSONEncoder().encode(text)
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The `status --json` document (and later `GET /api/generations/{id}`).
+public struct GenerationDocument: Encodable {
+    public var source: String
+    public var generationID: String
+    public var status: String
+    public var outputURL: String?
+    public var errorMessage: String?
+    public var createdAt: String
+    public var updatedAt: String
+    public var timeline: [Entry]
+
+    public struct Entry: Encodable {
+        var eventID: String
+        var origin: String
+        var status: String
+        var previousStatus: String?
+        var transition: String
+        var outputURL: String?
+        var errorMessage: String?
+        var receivedAt: String
+        var signedAt: String
+
+        enum CodingKeys: String, CodingKey {
+            case eventID = "event_id", origin, status, previousStatus = "previous_status", transition
+            case outputURL = "output_url", errorMessage = "error_message", receivedAt = "received_at", signedAt = "signed_at"
+        }
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case source, generationID = "generation_id", status, outputURL = "output_url", errorMessage = "error_message"
+        case createdAt = "created_at", updatedAt = "updated_at", timeline
+    }
+
+    public init(_ detail: GenerationDetail) {
+        let g = detail.generation
+        source = g.source
+        generationID = g.generationID
+        status = g.status.rawValue
+        outputURL = g.outputURL
+        errorMessage = g.errorMessage
+        createdAt = Output.time(g.createdAt)
+        updatedAt = Output.time(g.updatedAt)
+        timeline = detail.timeline.map {
+            Entry(
+                eventID: $0.eventID, origin: $0.origin.rawValue, status: $0.status.rawValue,
+                previousStatus: $0.previousStatus?.rawValue, transition: $0.transition.rawValue,
+                outputURL: $0.outputURL, errorMessage: $0.errorMessage,
+                receivedAt: Output.time($0.receivedAt), signedAt: Output.time($0.signedAt * 1000)
+            )
+        }
+    }
+
+    // Explicit so optional fields appear as null rather than disappearing.
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(source, forKey: .source)
+        try c.encode(generationID, forKey: .generationID)
+        try c.encode(status, forKey: .status)
+        try c.encode(outputURL, forKey: .outputURL)
+        try c.encode(errorMessage, forKey: .errorMessage)
+        try c.encode(createdAt, forKey: .createdAt)
+        try c.encode(updatedAt, forKey: .updatedAt)
+        try c.encode(timeline, forKey: .timeline)
+    }
+}
+
+struct GenerationSummary: Encodable {
+    var source: String
+    var generation_id: String
+    var status: String
+    var output_url: String?
+    var error_message: String?
+    var updated_at: String
+
+    init(_ g: GenerationRecord) {
+        source = g.source
+        generation_id = g.generationID
+        status = g.status.rawValue
+        output_url = g.outputURL
+        error_message = g.errorMessage
+        updated_at = Output.time(g.updatedAt)
+    }
+}
+
+struct AnyEncodable: Encodable {
+    let value: any Encodable
+    init(_ value: any Encodable) { self.value = value }
+    func encode(to encoder: any Encoder) throws { try value.encode(to: encoder) }
+}
+
+enum Output {
+    static func json(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    static func time(_ milliseconds: Int64) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
+    }
+}

@@ -1,0 +1,92 @@
+import Foundation
+import Hummingbird
+import Logging
+import PipehookHTTP
+import PipehookSettings
+import PipehookSQLite
+import PipehookStore
+
+/// A command failed for a reason the user can act on; printed to stderr, exit 1.
+public struct CommandFailure: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Composition root: settings → store → HTTP intake → one service group.
+public enum Daemon {
+    /// Opens the configured store for the daemon (read-write, migrated).
+    public static func openStore(_ settings: Settings, readOnly: Bool = false) throws -> any WebhookStore {
+        switch settings.store {
+        case .sqlite(let path):
+            var options = SQLiteStore.Options()
+            options.readOnly = readOnly
+            do {
+                return try SQLiteStore(path: path, options: options)
+            } catch {
+                throw CommandFailure(error.message)
+            }
+        case .postgres:
+            throw CommandFailure("store: the PostgreSQL store is not available in this version yet; use sqlite:PATH")
+        }
+    }
+
+    public static func intakeConfiguration(_ settings: Settings) -> IntakeConfiguration {
+        IntakeConfiguration(
+            sources: settings.sources.map { IntakeSource(name: $0.name, format: $0.format, verifier: $0.verifier) },
+            maxBodyBytes: settings.maxBodyBytes
+        )
+    }
+
+    /// Builds the application without running it, so tests can drive it in-process.
+    public static func application(
+        settings: Settings, store: any WebhookStore, logger: Logger,
+        onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
+    ) -> some ApplicationProtocol {
+        let intake = WebhookIntake(store: store, configuration: IntakeConfigurationBox(intakeConfiguration(settings)), logger: logger)
+        return Application(
+            router: HTTPRoutes.router(intake: intake),
+            server: HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds),
+            configuration: ApplicationConfiguration(
+                address: .hostname(settings.listen.host, port: settings.listen.port),
+                serverName: nil
+            ),
+            onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? settings.listen.port) },
+            logger: logger
+        )
+    }
+
+    /// `pipehook serve`: runs until SIGTERM/SIGINT, then drains in-flight requests.
+    public static func serve(_ loaded: SettingsLoader.Loaded, logger: Logger) async throws {
+        let settings = loaded.settings
+        if settings.tls != nil {
+            throw CommandFailure("tls: TLS is not available in this version yet; terminate TLS in a proxy or remove the tls key")
+        }
+        try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
+        let store = try openStore(settings)
+        switch loaded.origin {
+        case .file(let path):
+            logger.info("configuration loaded", metadata: ["config": .string(path)])
+        case .builtInDefaults(let secretFrom, let generated):
+            logger.notice("no pipehook.yaml: running on built-in defaults, signing secret from \(secretFrom)")
+            if let generated {
+                // Printed once, when generated, to the terminal rather than the log stream.
+                let secret = try String(contentsOfFile: generated, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+                FileHandle.standardError.write(Data("""
+                    pipehook generated a webhook signing secret and saved it in \(generated):
+                        \(secret)
+                    It is only good for local tests (`pipehook send`). For real traffic, set PIPEHOOK_SECRET
+                    or a configuration file to the endpoint secret shown in Pipevideo's webhook settings.
+
+                    """.utf8))
+            }
+        }
+        let app = application(settings: settings, store: store, logger: logger) { port in
+            logger.notice("listening", metadata: [
+                "host": .string(settings.listen.host), "port": .stringConvertible(port),
+                "sources": .array(settings.sources.map { .string($0.name) }),
+            ])
+        }
+        try await app.runService()
+        logger.notice("stopped")
+    }
+}

@@ -1,0 +1,60 @@
+import Foundation
+import PipehookLifecycle
+
+/// Pipevideo's flat webhook body:
+/// `{"eventType","generationId","status","outputUrl"?,"errorMessage"?}`; unknown fields ignored.
+public struct PipevideoFormat: EventFormat {
+    public let name = "pipevideo"
+    public static let completedEventType = "video.generation.completed"
+
+    public init() {}
+
+    private struct Payload: Decodable {
+        var eventType: String
+        var generationId: String
+        var status: String
+        var outputUrl: String?
+        var errorMessage: String?
+    }
+
+    public func decode(_ body: [UInt8]) throws(FormatError) -> GenerationEvent {
+        let payload: Payload
+        do {
+            payload = try JSONDecoder().decode(Payload.self, from: Data(body))
+        } catch let DecodingError.keyNotFound(key, _) {
+            throw FormatError("missing field \(key.stringValue)")
+        } catch let DecodingError.typeMismatch(_, context) {
+            throw FormatError("wrong type at \(Self.path(context.codingPath))")
+        } catch let DecodingError.valueNotFound(_, context) {
+            throw FormatError("null at \(Self.path(context.codingPath))")
+        } catch {
+            throw FormatError("not a JSON object")
+        }
+        guard payload.eventType == Self.completedEventType else {
+            throw FormatError("unknown eventType \(Self.clip(payload.eventType))")
+        }
+        guard !payload.generationId.isEmpty, payload.generationId.utf8.count <= 256 else {
+            throw FormatError("generationId is empty or longer than 256 bytes")
+        }
+        guard let status = GenerationStatus(providerValue: payload.status) else {
+            throw FormatError("unknown status \(Self.clip(payload.status))")
+        }
+        return GenerationEvent(
+            eventType: payload.eventType,
+            generationID: payload.generationId,
+            status: status,
+            outputURL: payload.outputUrl,
+            errorMessage: payload.errorMessage
+        )
+    }
+
+    private static func path(_ keys: [any CodingKey]) -> String {
+        keys.isEmpty ? "top level" : keys.map(\.stringValue).joined(separator: ".")
+    }
+
+    /// Keeps reasons short: they are logged and stored, and the value is sender-controlled.
+    private static func clip(_ text: String) -> String {
+        let clipped = text.prefix(64)
+        return "\"\(clipped)\(clipped.count < text.count ? "…" : "")\""
+    }
+}

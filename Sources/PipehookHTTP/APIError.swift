@@ -1,0 +1,61 @@
+import Hummingbird
+
+/// An error with a stable `code` that reaches the client as `{"error":{"code","message"}}`.
+/// Messages are written by us, never echo request values, and never contain secrets.
+public struct APIError: HTTPResponseError, Sendable {
+    public let status: HTTPResponse.Status
+    public let code: String
+    public let message: String
+    public var headers: HTTPFields { [:] }
+
+    public init(_ status: HTTPResponse.Status, code: String, message: String) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        JSONResponse.make(status: status, json: #"{"error":{"code":"# + JSONText.quote(code) + #","message":"# + JSONText.quote(message) + "}}")
+    }
+
+    static let unknownSource = APIError(.notFound, code: "unknown_source", message: "no source with this name is configured")
+    static func bodyTooLarge(_ limit: Int) -> APIError {
+        APIError(.contentTooLarge, code: "body_too_large", message: "the body is larger than the \(limit)-byte limit")
+    }
+    static let storeUnavailable = APIError(.serviceUnavailable, code: "store_unavailable", message: "the store cannot commit right now; retry later")
+    static let notFound = APIError(.notFound, code: "not_found", message: "no such endpoint")
+    static let readTimeout = APIError(.requestTimeout, code: "read_timeout", message: "the request body was not received in time")
+}
+
+enum JSONResponse {
+    static func make(status: HTTPResponse.Status, json: String) -> Response {
+        Response(
+            status: status,
+            headers: [.contentType: "application/json"],
+            body: ResponseBody(byteBuffer: ByteBuffer(string: json))
+        )
+    }
+}
+
+/// Minimal JSON string quoting for the few small documents we write by hand on the hot path.
+public enum JSONText {
+    public static func quote(_ text: String) -> String {
+        var out = "\""
+        out.reserveCapacity(text.utf8.count + 2)
+        for scalar in text.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            case let c where c.value < 0x20:
+                let hex = String(c.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        out += "\""
+        return out
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+import Logging
+import PipehookFormats
+import PipehookLifecycle
+import PipehookSignature
+import PipehookStore
+import Synchronization
+
+/// What the intake needs to know about one source: how to verify and how to read its bodies.
+public struct IntakeSource: Sendable {
+    public var name: String
+    public var format: any EventFormat
+    public var verifier: SignatureVerifier
+
+    public init(name: String, format: any EventFormat, verifier: SignatureVerifier) {
+        self.name = name
+        self.format = format
+        self.verifier = verifier
+    }
+}
+
+public struct IntakeConfiguration: Sendable {
+    public var sources: [String: IntakeSource]
+    public var maxBodyBytes: Int
+
+    public init(sources: [IntakeSource], maxBodyBytes: Int) {
+        self.sources = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        self.maxBodyBytes = maxBodyBytes
+    }
+}
+
+/// The live intake configuration; swapped whole on reload so a request sees one consistent view.
+public final class IntakeConfigurationBox: Sendable {
+    private let value: Mutex<IntakeConfiguration>
+    public init(_ configuration: IntakeConfiguration) { value = Mutex(configuration) }
+    public var current: IntakeConfiguration { value.withLock { $0 } }
+    public func replace(_ configuration: IntakeConfiguration) { value.withLock { $0 = configuration } }
+}
+
+/// Verify, decode, commit, answer (SPEC §3–4). Nothing reaches the store before verification.
+public struct WebhookIntake: Sendable {
+    public let store: any WebhookStore
+    public let configuration: IntakeConfigurationBox
+    public let logger: Logger
+    /// Unix milliseconds; injectable so tests can pin the clock to a vector's timestamp.
+    public let now: @Sendable () -> Int64
+
+    public init(
+        store: any WebhookStore, configuration: IntakeConfigurationBox, logger: Logger,
+        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) {
+        self.store = store
+        self.configuration = configuration
+        self.logger = logger
+        self.now = now
+    }
+
+    func handle(_ request: Request, sourceName: String) async throws -> Response {
+        let configuration = configuration.current
+        guard let source = configuration.sources[sourceName] else {
+            logger.notice("rejected delivery", metadata: ["source": .string(String(sourceName.prefix(64))), "code": "unknown_source"])
+            throw APIError.unknownSource
+        }
+        let headers: SignedHeaders
+        do throws(VerificationFailure) {
+            headers = try SignedHeaders.extract { name in
+                HTTPField.Name(name).flatMap { request.headers[$0] }
+            }
+        } catch {
+            throw rejection(error, source: source.name, eventID: nil)
+        }
+        let limit = configuration.maxBodyBytes
+        if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(headers.id), "code": "body_too_large"])
+            throw APIError.bodyTooLarge(limit)
+        }
+        let buffer: ByteBuffer
+        do {
+            buffer = try await request.body.collect(upTo: limit)
+        } catch is NIOTooManyBytesError {
+            logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(headers.id), "code": "body_too_large"])
+            throw APIError.bodyTooLarge(limit)
+        }
+        let receivedAt = now()
+        let signedAt: Int64
+        do throws(VerificationFailure) {
+            signedAt = try buffer.withUnsafeReadableBytes { raw in
+                Result { () throws(VerificationFailure) in
+                    try source.verifier.verify(headers: headers, body: raw, now: receivedAt / 1000)
+                }
+            }.get()
+        } catch {
+            throw rejection(error, source: source.name, eventID: headers.id)
+        }
+        let body = Array(buffer.readableBytesView)
+        let content: IncomingDelivery.Content
+        var decoded: GenerationEvent?
+        do {
+            let event = try source.format.decode(body)
+            decoded = event
+            content = .event(status: event.status, generationID: event.generationID, outputURL: event.outputURL, errorMessage: event.errorMessage)
+        } catch {
+            content = .unrecognized(reason: error.reason)
+        }
+        let delivery = IncomingDelivery(
+            source: source.name, deliveryID: headers.id, receivedAt: receivedAt, signedAt: signedAt, body: body, content: content
+        )
+        var metadata: Logger.Metadata = ["source": .string(source.name), "event_id": .string(headers.id)]
+        if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
+        let outcome: IntakeOutcome
+        do {
+            outcome = try await store.ingest(delivery)
+        } catch {
+            metadata["error"] = .string(error.message)
+            logger.error("store could not commit delivery", metadata: metadata)
+            throw APIError.storeUnavailable
+        }
+        switch outcome {
+        case .accepted(let generationID, let status, let transition):
+            metadata["status"] = .string(status.rawValue)
+            metadata["transition"] = .string(transition.rawValue)
+            logger.info("accepted delivery", metadata: metadata)
+            return JSONResponse.make(
+                status: .ok,
+                json: #"{"result":"accepted","generation_id":"# + JSONText.quote(generationID)
+                    + #","status":""# + status.rawValue + #"","transition":""# + transition.rawValue + #""}"#
+            )
+        case .duplicate:
+            logger.info("duplicate delivery", metadata: metadata)
+            return JSONResponse.make(status: .ok, json: #"{"result":"duplicate"}"#)
+        case .unrecognized:
+            if case .unrecognized(let reason) = content { metadata["reason"] = .string(reason) }
+            logger.warning("unrecognized delivery stored raw", metadata: metadata)
+            return JSONResponse.make(status: .accepted, json: #"{"result":"unrecognized"}"#)
+        }
+    }
+
+    /// Logs a verification failure (code only: never the signature) and maps it to its answer.
+    private func rejection(_ failure: VerificationFailure, source: String, eventID: String?) -> APIError {
+        var metadata: Logger.Metadata = ["source": .string(source), "code": .string(failure.code)]
+        if let eventID { metadata["event_id"] = .string(String(eventID.prefix(128))) }
+        logger.notice("rejected delivery", metadata: metadata)
+        return APIError(failure.isMissingHeaders ? .badRequest : .unauthorized, code: failure.code, message: failure.message)
+    }
+}

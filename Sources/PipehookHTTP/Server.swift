@@ -1,0 +1,48 @@
+import Hummingbird
+import HummingbirdCore
+import Logging
+import PipehookStore
+
+/// Builds the HTTP router: the webhook intake plus health endpoints.
+public enum HTTPRoutes {
+    public static func router(intake: WebhookIntake) -> Router<BasicRequestContext> {
+        let router = Router(context: BasicRequestContext.self)
+        router.add(middleware: JSONNotFoundMiddleware())
+        router.post("/webhooks/:source") { request, context in
+            let source = context.parameters.get("source") ?? ""
+            return try await intake.handle(request, sourceName: source)
+        }
+        router.get("/healthz") { _, _ in
+            JSONResponse.make(status: .ok, json: #"{"status":"ok"}"#)
+        }
+        let store = intake.store
+        router.get("/readyz") { _, _ in
+            if await store.isWritable() {
+                return JSONResponse.make(status: .ok, json: #"{"status":"ready"}"#)
+            }
+            return JSONResponse.make(
+                status: .serviceUnavailable,
+                json: #"{"error":{"code":"store_unavailable","message":"the store does not accept writes"}}"#
+            )
+        }
+        return router
+    }
+
+    /// The HTTP/1.1 server; `readTimeout` closes connections whose request stalls.
+    public static func server(readTimeoutMilliseconds: Int64) -> HTTPServerBuilder {
+        .http1(configuration: .init(idleTimeout: .milliseconds(readTimeoutMilliseconds)))
+    }
+}
+
+/// Unknown paths and methods get the same JSON error shape as everything else.
+struct JSONNotFoundMiddleware<Context: RequestContext>: RouterMiddleware {
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        do {
+            return try await next(request, context)
+        } catch let error as HTTPError where error.status == .notFound {
+            throw APIError.notFound
+        } catch let error as HTTPError where error.status == .methodNotAllowed {
+            throw APIError(.methodNotAllowed, code: "method_not_allowed", message: "this endpoint does not take that method")
+        }
+    }
+}

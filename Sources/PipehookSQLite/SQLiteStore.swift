@@ -1,0 +1,260 @@
+import Foundation
+import GRDB
+import PipehookLifecycle
+import PipehookStore
+
+/// The SQLite store: one WAL database file, writes grouped into shared durable commits.
+///
+/// `synchronous = FULL` makes every commit fsync the WAL, so an acknowledged delivery survives
+/// `kill -9` and power loss; `GroupCommit` keeps that affordable under load.
+public final class SQLiteStore: WebhookStore {
+    private let pool: DatabasePool
+    private let group: GroupCommit<IncomingDelivery, IntakeOutcome>
+
+    public struct Options: Sendable {
+        /// How long a write waits for another process holding the lock before failing (503).
+        public var busyTimeout: TimeInterval = 5
+        public var readOnly = false
+        public var maxBatch = 512
+        public init() {}
+    }
+
+    /// Opens (creating if needed) the database and applies migrations.
+    public init(path: String, options: Options = Options()) throws(StoreError) {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(options.busyTimeout)
+        configuration.readonly = options.readOnly
+        configuration.label = "pipehook"
+        if !options.readOnly {
+            configuration.prepareDatabase { db in
+                try db.execute(sql: "PRAGMA synchronous = FULL")
+            }
+        }
+        do {
+            if !options.readOnly {
+                let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            } else if !FileManager.default.fileExists(atPath: path) {
+                throw StoreError(.notFound, "no database at \(path) (has `pipehook serve` run with this configuration?)")
+            }
+            pool = try DatabasePool(path: path, configuration: configuration)
+            if !options.readOnly { try Schema.migrator.migrate(pool) }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.unavailable, "cannot open SQLite database at \(path): \(Self.describe(error))")
+        }
+        let pool = self.pool
+        group = GroupCommit(maxBatch: options.maxBatch) { batch in
+            // A detached write: cancelling one waiting request must not abort everyone's commit.
+            let task = Task {
+                try await pool.write { db in try batch.map { try Self.ingest($0, db) } }
+            }
+            do {
+                return try await task.value.map { .success($0) }
+            } catch {
+                let failure = StoreError(.unavailable, "SQLite commit failed: \(Self.describe(error))")
+                return Array(repeating: .failure(failure), count: batch.count)
+            }
+        }
+    }
+
+    public func ingest(_ delivery: IncomingDelivery) async throws(StoreError) -> IntakeOutcome {
+        try await group.submit(delivery).get()
+    }
+
+    /// Runs inside the batch transaction. A savepoint per delivery keeps one bad row from
+    /// failing the others' commit.
+    private static func ingest(_ delivery: IncomingDelivery, _ db: Database) throws -> IntakeOutcome {
+        var outcome = IntakeOutcome.duplicate
+        try db.inSavepoint {
+            outcome = try ingestUnguarded(delivery, db)
+            return .commit
+        }
+        return outcome
+    }
+
+    private static func ingestUnguarded(_ delivery: IncomingDelivery, _ db: Database) throws -> IntakeOutcome {
+        if delivery.origin == .webhook {
+            let dedup = try db.cachedStatement(sql: """
+                INSERT INTO deliveries (source, delivery_id, received_at) VALUES (?, ?, ?)
+                ON CONFLICT DO NOTHING
+                """)
+            try dedup.execute(arguments: [delivery.source, delivery.deliveryID, delivery.receivedAt])
+            if db.changesCount == 0 { return .duplicate }
+        }
+        switch delivery.content {
+        case .unrecognized(let reason):
+            try db.cachedStatement(sql: """
+                INSERT INTO unrecognized (source, delivery_id, received_at, signed_at, reason, raw)
+                VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """).execute(arguments: [
+                    delivery.source, delivery.deliveryID, delivery.receivedAt, delivery.signedAt, reason,
+                    Data(delivery.body),
+                ])
+            return .unrecognized
+        case .event(let status, let generationID, let outputURL, let errorMessage):
+            let currentText = try String.fetchOne(
+                db.cachedStatement(sql: "SELECT status FROM generations WHERE source = ? AND generation_id = ?"),
+                arguments: [delivery.source, generationID]
+            )
+            let current = currentText.flatMap(GenerationStatus.init(rawValue:))
+            let transition = Lifecycle.transition(from: current, to: status)
+            try db.cachedStatement(sql: """
+                INSERT INTO events (event_id, source, origin, generation_id, status, previous_status, transition,
+                                    output_url, error_message, received_at, signed_at, raw)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """).execute(arguments: [
+                    delivery.deliveryID, delivery.source, delivery.origin.rawValue, generationID, status.rawValue,
+                    current?.rawValue, transition.rawValue, outputURL, errorMessage, delivery.receivedAt,
+                    delivery.signedAt, Data(delivery.body),
+                ])
+            // An event id still in the timeline after its delivery id was pruned: a replay.
+            if db.changesCount == 0 { return .duplicate }
+            if transition.changesState {
+                try db.cachedStatement(sql: """
+                    INSERT INTO generations (source, generation_id, status, output_url, error_message,
+                                             created_at, updated_at, last_event_id)
+                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (source, generation_id) DO UPDATE SET
+                        status = excluded.status, output_url = excluded.output_url,
+                        error_message = excluded.error_message, updated_at = excluded.updated_at,
+                        last_event_id = excluded.last_event_id
+                    """).execute(arguments: [
+                        delivery.source, generationID, status.rawValue, outputURL, errorMessage,
+                        delivery.receivedAt, delivery.receivedAt, delivery.deliveryID,
+                    ])
+            }
+            return .accepted(generationID: generationID, status: status, transition: transition)
+        }
+    }
+
+    // MARK: reads
+
+    public func generations(withID id: String) async throws(StoreError) -> [GenerationDetail] {
+        try await read { db in
+            let rows = try Row.fetchAll(db, sql: "SELECT * FROM generations WHERE generation_id = ? ORDER BY source", arguments: [id])
+            return try rows.map { row in
+                let generation = try Self.generation(row)
+                let events = try Row.fetchAll(db, sql: """
+                    SELECT * FROM events WHERE source = ? AND generation_id = ? ORDER BY seq
+                    """, arguments: [generation.source, id])
+                return GenerationDetail(generation: generation, timeline: try events.map(Self.timelineEntry))
+            }
+        }
+    }
+
+    public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
+        try await read { db in
+            let rows: [Row]
+            if let status {
+                rows = try Row.fetchAll(db, sql: """
+                    SELECT * FROM generations WHERE status = ? ORDER BY updated_at DESC, generation_id LIMIT ?
+                    """, arguments: [status.rawValue, limit])
+            } else {
+                rows = try Row.fetchAll(db, sql: """
+                    SELECT * FROM generations ORDER BY updated_at DESC, generation_id LIMIT ?
+                    """, arguments: [limit])
+            }
+            return try rows.map(Self.generation)
+        }
+    }
+
+    public func counts() async throws(StoreError) -> StoreCounts {
+        try await read { db in
+            func count(_ table: String) throws -> Int { try Int.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0 }
+            return StoreCounts(
+                deliveries: try count("deliveries"), events: try count("events"),
+                generations: try count("generations"), unrecognized: try count("unrecognized")
+            )
+        }
+    }
+
+    public func prune(nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64) async throws(StoreError) -> PruneReport {
+        let dedupCutoff = nowMilliseconds - dedupWindowSeconds * 1000
+        let retentionCutoff = nowMilliseconds - retentionSeconds * 1000
+        let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        do {
+            return try await pool.write { db in
+                var report = PruneReport()
+                try db.execute(sql: "DELETE FROM deliveries WHERE received_at < ?", arguments: [dedupCutoff])
+                report.deliveries = db.changesCount
+                // A finished generation idle past retention goes with its whole timeline.
+                try db.execute(sql: """
+                    DELETE FROM events WHERE (source, generation_id) IN (
+                        SELECT source, generation_id FROM generations WHERE status IN (\(terminal)) AND updated_at < ?)
+                    """, arguments: [retentionCutoff])
+                report.events = db.changesCount
+                try db.execute(sql: "DELETE FROM generations WHERE status IN (\(terminal)) AND updated_at < ?", arguments: [retentionCutoff])
+                report.generations = db.changesCount
+                try db.execute(sql: "DELETE FROM unrecognized WHERE received_at < ?", arguments: [retentionCutoff])
+                report.unrecognized = db.changesCount
+                return report
+            }
+        } catch {
+            throw StoreError(.unavailable, "prune failed: \(Self.describe(error))")
+        }
+    }
+
+    public func isWritable() async -> Bool {
+        do {
+            try await pool.writeWithoutTransaction { db in
+                try db.execute(sql: "BEGIN IMMEDIATE")
+                try db.execute(sql: "ROLLBACK")
+            }
+            return true
+        } catch {
+            return false
+        }
+    }
+
+    // MARK: helpers
+
+    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+        do {
+            return try await pool.read(body)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.unavailable, "SQLite read failed: \(Self.describe(error))")
+        }
+    }
+
+    private static func status(_ text: String?, column: String) throws -> GenerationStatus {
+        guard let text, let status = GenerationStatus(rawValue: text) else {
+            throw StoreError(.invalid, "unknown status '\(text ?? "null")' in column \(column)")
+        }
+        return status
+    }
+
+    private static func generation(_ row: Row) throws -> GenerationRecord {
+        GenerationRecord(
+            source: row["source"], generationID: row["generation_id"],
+            status: try status(row["status"], column: "generations.status"),
+            outputURL: row["output_url"], errorMessage: row["error_message"],
+            createdAt: row["created_at"], updatedAt: row["updated_at"]
+        )
+    }
+
+    private static func timelineEntry(_ row: Row) throws -> TimelineEntry {
+        let previous: String? = row["previous_status"]
+        let transitionText: String = row["transition"]
+        let originText: String = row["origin"]
+        return TimelineEntry(
+            eventID: row["event_id"],
+            origin: EventOrigin(rawValue: originText) ?? .webhook,
+            status: try status(row["status"], column: "events.status"),
+            previousStatus: try previous.map { try status($0, column: "events.previous_status") },
+            transition: Transition(rawValue: transitionText) ?? .stale,
+            outputURL: row["output_url"], errorMessage: row["error_message"],
+            receivedAt: row["received_at"], signedAt: row["signed_at"]
+        )
+    }
+
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? DatabaseError {
+            return "\(error.resultCode)\(error.message.map { ": \($0)" } ?? "")"
+        }
+        return String(describing: error)
+    }
+}

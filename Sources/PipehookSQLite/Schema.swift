@@ -1,0 +1,68 @@
+import GRDB
+
+/// Migrations, applied in order at open. Never edit a shipped migration: add a new one.
+enum Schema {
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1-intake") { db in
+            // Delivery ids seen within the dedup window (SPEC §3.3a).
+            try db.execute(sql: """
+                CREATE TABLE deliveries (
+                    source TEXT NOT NULL,
+                    delivery_id TEXT NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    PRIMARY KEY (source, delivery_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX deliveries_received_at ON deliveries (received_at);
+
+                CREATE TABLE generations (
+                    source TEXT NOT NULL,
+                    generation_id TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    output_url TEXT,
+                    error_message TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    last_event_id TEXT NOT NULL,
+                    PRIMARY KEY (source, generation_id)
+                ) WITHOUT ROWID;
+                CREATE INDEX generations_status_updated ON generations (status, updated_at);
+                CREATE INDEX generations_updated ON generations (updated_at);
+                CREATE INDEX generations_id ON generations (generation_id);
+
+                -- Every received event, whatever it did: the generation's timeline.
+                CREATE TABLE events (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    event_id TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    origin TEXT NOT NULL,
+                    generation_id TEXT NOT NULL,
+                    status TEXT NOT NULL,
+                    previous_status TEXT,
+                    transition TEXT NOT NULL,
+                    output_url TEXT,
+                    error_message TEXT,
+                    received_at INTEGER NOT NULL,
+                    signed_at INTEGER NOT NULL,
+                    raw BLOB NOT NULL,
+                    UNIQUE (source, event_id)
+                );
+                CREATE INDEX events_generation ON events (source, generation_id, seq);
+
+                -- Signed bodies no format could read, kept raw for `pipehook reprocess`.
+                CREATE TABLE unrecognized (
+                    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                    source TEXT NOT NULL,
+                    delivery_id TEXT NOT NULL,
+                    received_at INTEGER NOT NULL,
+                    signed_at INTEGER NOT NULL,
+                    reason TEXT NOT NULL,
+                    raw BLOB NOT NULL,
+                    reprocessed_at INTEGER,
+                    UNIQUE (source, delivery_id)
+                );
+                """)
+        }
+        return migrator
+    }
+}

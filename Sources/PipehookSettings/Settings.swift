@@ -1,0 +1,177 @@
+import PipehookFormats
+import PipehookLifecycle
+import PipehookSignature
+
+/// The whole validated configuration (SPEC §6). Built only by `SettingsParser` or
+/// `Settings.builtInDefaults`, so every value here has already been checked.
+public struct Settings: Sendable {
+    public var listen: ListenAddress
+    public var dataDir: String
+    public var store: StoreLocation
+    public var maxBodyBytes: Int
+    public var dedupWindowSeconds: Int64
+    /// How long timelines and finished jobs are kept (dead jobs stay until pruned explicitly).
+    public var retentionSeconds: Int64
+    /// A request whose headers or body stall longer than this is cut off.
+    public var readTimeoutMilliseconds: Int64
+    public var logFormat: LogFormat
+    public var logLevel: LogLevel
+    public var adminToken: String?
+    public var tls: TLSFiles?
+    public var sources: [Source]
+    public var api: API?
+    public var retry: RetryPolicy
+    public var routes: [Route]
+
+    public func source(named name: String) -> Source? {
+        sources.first { $0.name == name }
+    }
+}
+
+public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}
+
+public enum StoreLocation: Sendable, Equatable {
+    case sqlite(path: String)
+    case postgres(url: String)
+}
+
+public enum LogFormat: String, Sendable, CaseIterable { case json, text }
+
+public enum LogLevel: String, Sendable, CaseIterable {
+    case trace, debug, info, notice, warning, error, critical
+}
+
+public struct TLSFiles: Sendable, Equatable {
+    public var certificatePath: String
+    public var keyPath: String
+}
+
+/// One webhook sender served at `POST /webhooks/{name}`.
+public struct Source: Sendable {
+    public var name: String
+    public var format: any EventFormat
+    /// Several during rotation; any may match.
+    public var secrets: [SigningSecret]
+    public var toleranceSeconds: Int64
+
+    public var verifier: SignatureVerifier {
+        SignatureVerifier(secrets: secrets, toleranceSeconds: toleranceSeconds)
+    }
+}
+
+public struct API: Sendable, Equatable {
+    public var baseURL: String
+    public var key: String
+    public var requestsPerMinute: Int
+    public var pollAfterSeconds: Int64
+}
+
+public struct RetryPolicy: Sendable, Equatable {
+    public var attempts: Int
+    public var initialDelayMilliseconds: Int64
+    public var maxDelayMilliseconds: Int64
+
+    public static let standard = RetryPolicy(attempts: 10, initialDelayMilliseconds: 2_000, maxDelayMilliseconds: 900_000)
+}
+
+/// "When a generation enters one of these statuses, run these steps in order."
+public struct Route: Sendable {
+    public var name: String
+    public var on: Set<GenerationStatus>
+    public var steps: [Step]
+}
+
+public struct Step: Sendable {
+    public enum Action: Sendable {
+        case exec(ExecStep)
+        case download(DownloadStep)
+        case post(PostStep)
+    }
+
+    public var action: Action
+    /// The step's own retry policy, or the global one.
+    public var retry: RetryPolicy
+
+    public var kind: String {
+        switch action {
+        case .exec: "exec"
+        case .download: "download"
+        case .post: "post"
+        }
+    }
+}
+
+public struct ExecStep: Sendable, Equatable {
+    public var command: [String]
+    public var timeoutMilliseconds: Int64
+    public var environment: [String: String]
+    public var permanentExitCodes: Set<Int32>
+    public var concurrency: Int?
+}
+
+public struct DownloadStep: Sendable, Equatable {
+    public var directory: String
+    public var pathTemplate: PathTemplate
+    public var maxBytes: Int64
+    public var allowHTTP: Bool
+    public var timeoutMilliseconds: Int64
+}
+
+public struct PostStep: Sendable {
+    public enum Body: String, Sendable, CaseIterable { case event, multipart }
+    public var url: String
+    public var secret: SigningSecret?
+    public var body: Body
+    public var timeoutMilliseconds: Int64
+}
+
+/// A download path such as `{yyyy}/{mm}/{generation_id}.{ext}`, checked at load time.
+public struct PathTemplate: Sendable, Equatable {
+    public static let placeholders: Set<String> = ["generation_id", "source", "status", "yyyy", "mm", "dd", "ext"]
+
+    public enum Piece: Sendable, Equatable {
+        case literal(String)
+        case placeholder(String)
+    }
+
+    public let text: String
+    public let pieces: [Piece]
+
+    public enum ParseError: Error, Equatable {
+        case unknownPlaceholder(String)
+        case unbalanced
+        case empty
+        case absolute
+    }
+
+    public init(_ text: String) throws(ParseError) {
+        guard !text.isEmpty else { throw .empty }
+        guard !text.hasPrefix("/") else { throw .absolute }
+        var pieces: [Piece] = []
+        var literal = ""
+        var index = text.startIndex
+        while index < text.endIndex {
+            let char = text[index]
+            if char == "{" {
+                guard let close = text[index...].firstIndex(of: "}") else { throw .unbalanced }
+                let name = String(text[text.index(after: index)..<close])
+                guard Self.placeholders.contains(name) else { throw .unknownPlaceholder(name) }
+                if !literal.isEmpty { pieces.append(.literal(literal)); literal = "" }
+                pieces.append(.placeholder(name))
+                index = text.index(after: close)
+            } else if char == "}" {
+                throw .unbalanced
+            } else {
+                literal.append(char)
+                index = text.index(after: index)
+            }
+        }
+        if !literal.isEmpty { pieces.append(.literal(literal)) }
+        self.text = text
+        self.pieces = pieces
+    }
+}

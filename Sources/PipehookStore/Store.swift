@@ -1,0 +1,167 @@
+import PipehookLifecycle
+
+/// Where an event came from: a signed webhook, or a snapshot polled from the provider's API.
+public enum EventOrigin: String, Sendable, Codable, CaseIterable {
+    case webhook
+    case poll
+}
+
+/// A verified request on its way into the store. Nothing unverified is ever built into one.
+public struct IncomingDelivery: Sendable {
+    public enum Content: Sendable {
+        /// The format understood the body.
+        case event(status: GenerationStatus, generationID: String, outputURL: String?, errorMessage: String?)
+        /// Signed but not interpretable: kept raw so it can be reprocessed later (SPEC §3.6).
+        case unrecognized(reason: String)
+    }
+
+    public var source: String
+    /// The sender's message id (`svix-id` / `webhook-id`): the dedup key and the event id.
+    public var deliveryID: String
+    public var origin: EventOrigin
+    /// Unix milliseconds when pipehook received it.
+    public var receivedAt: Int64
+    /// The signed timestamp (Unix seconds).
+    public var signedAt: Int64
+    public var body: [UInt8]
+    public var content: Content
+
+    public init(
+        source: String, deliveryID: String, origin: EventOrigin = .webhook, receivedAt: Int64, signedAt: Int64,
+        body: [UInt8], content: Content
+    ) {
+        self.source = source
+        self.deliveryID = deliveryID
+        self.origin = origin
+        self.receivedAt = receivedAt
+        self.signedAt = signedAt
+        self.body = body
+        self.content = content
+    }
+}
+
+/// What the store did with a delivery; the HTTP answer follows from it.
+public enum IntakeOutcome: Sendable, Equatable {
+    case accepted(generationID: String, status: GenerationStatus, transition: Transition)
+    case duplicate
+    case unrecognized
+}
+
+/// The store could not do what was asked. `unavailable` maps to 503 so the sender retries.
+public struct StoreError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable { case unavailable, notFound, invalid }
+    public var kind: Kind
+    public var message: String
+    public init(_ kind: Kind, _ message: String) {
+        self.kind = kind
+        self.message = message
+    }
+    public var description: String { message }
+}
+
+public struct GenerationRecord: Sendable, Equatable, Codable {
+    public var source: String
+    public var generationID: String
+    public var status: GenerationStatus
+    public var outputURL: String?
+    public var errorMessage: String?
+    public var createdAt: Int64
+    public var updatedAt: Int64
+
+    public init(
+        source: String, generationID: String, status: GenerationStatus, outputURL: String?, errorMessage: String?,
+        createdAt: Int64, updatedAt: Int64
+    ) {
+        self.source = source
+        self.generationID = generationID
+        self.status = status
+        self.outputURL = outputURL
+        self.errorMessage = errorMessage
+        self.createdAt = createdAt
+        self.updatedAt = updatedAt
+    }
+}
+
+/// One received event in a generation's timeline, whatever it did.
+public struct TimelineEntry: Sendable, Equatable, Codable {
+    public var eventID: String
+    public var origin: EventOrigin
+    public var status: GenerationStatus
+    public var previousStatus: GenerationStatus?
+    public var transition: Transition
+    public var outputURL: String?
+    public var errorMessage: String?
+    public var receivedAt: Int64
+    public var signedAt: Int64
+
+    public init(
+        eventID: String, origin: EventOrigin, status: GenerationStatus, previousStatus: GenerationStatus?,
+        transition: Transition, outputURL: String?, errorMessage: String?, receivedAt: Int64, signedAt: Int64
+    ) {
+        self.eventID = eventID
+        self.origin = origin
+        self.status = status
+        self.previousStatus = previousStatus
+        self.transition = transition
+        self.outputURL = outputURL
+        self.errorMessage = errorMessage
+        self.receivedAt = receivedAt
+        self.signedAt = signedAt
+    }
+}
+
+public struct GenerationDetail: Sendable, Equatable {
+    public var generation: GenerationRecord
+    public var timeline: [TimelineEntry]
+    public init(generation: GenerationRecord, timeline: [TimelineEntry]) {
+        self.generation = generation
+        self.timeline = timeline
+    }
+}
+
+public struct PruneReport: Sendable, Equatable, Codable {
+    public var deliveries: Int
+    public var events: Int
+    public var generations: Int
+    public var unrecognized: Int
+    public init(deliveries: Int = 0, events: Int = 0, generations: Int = 0, unrecognized: Int = 0) {
+        self.deliveries = deliveries
+        self.events = events
+        self.generations = generations
+        self.unrecognized = unrecognized
+    }
+}
+
+public struct StoreCounts: Sendable, Equatable, Codable {
+    public var deliveries: Int
+    public var events: Int
+    public var generations: Int
+    public var unrecognized: Int
+    public init(deliveries: Int, events: Int, generations: Int, unrecognized: Int) {
+        self.deliveries = deliveries
+        self.events = events
+        self.generations = generations
+        self.unrecognized = unrecognized
+    }
+}
+
+/// The one storage contract; SQLite now, PostgreSQL later. Each method is one transaction.
+public protocol WebhookStore: Sendable {
+    /// Dedups, applies the one-way transition and records the event, durably, before returning.
+    /// Concurrent callers may share one commit.
+    func ingest(_ delivery: IncomingDelivery) async throws(StoreError) -> IntakeOutcome
+
+    /// Every generation with this id (one per source that reported it).
+    func generations(withID id: String) async throws(StoreError) -> [GenerationDetail]
+
+    /// Most recently updated first.
+    func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord]
+
+    /// Deletes delivery ids past the dedup window and finished history past retention.
+    func prune(nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64) async throws(StoreError) -> PruneReport
+
+    func counts() async throws(StoreError) -> StoreCounts
+
+    /// True when a write transaction can be started now.
+    func isWritable() async -> Bool
+}

@@ -1,0 +1,157 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PipehookDaemon
+import PipehookLifecycle
+import PipehookSettings
+
+/// Thin executable: parses arguments, loads settings, calls into PipehookDaemon.
+@main
+struct Pipehook: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipehook",
+        abstract: "Receive, verify, deduplicate and record Pipevideo generation webhooks.",
+        subcommands: [Serve.self, CheckConfig.self, Status.self, Generations.self, Send.self, Prune.self]
+    )
+
+    /// Maps argument-parser's usage errors to exit 2 (SPEC §8); everything else keeps its code.
+    static func main() async {
+        do {
+            var command = try parseAsRoot()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let failure as CommandFailure {
+            FileHandle.standardError.write(Data("pipehook: \(failure)\n".utf8))
+            Foundation.exit(1)
+        } catch {
+            let code = exitCode(for: error)
+            if code == .validationFailure {
+                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                Foundation.exit(2)
+            }
+            exit(withError: error)
+        }
+    }
+}
+
+struct ConfigOption: ParsableArguments {
+    @Option(name: .long, help: "Configuration file (default: ./pipehook.yaml, else built-in defaults).")
+    var config: String?
+
+    func load(createSecret: Bool = false) throws -> SettingsLoader.Loaded {
+        do {
+            return try SettingsLoader.load(configPath: config, createSecret: createSecret)
+        } catch {
+            throw CommandFailure("invalid configuration:\n" + error.problems.map { "  \($0)" }.joined(separator: "\n"))
+        }
+    }
+}
+
+func write(_ text: String) {
+    FileHandle.standardOutput.write(Data((text + "\n").utf8))
+}
+
+struct Serve: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the webhook receiver.")
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let loaded = try options.load(createSecret: true)
+        LogSetup.bootstrap(format: loaded.settings.logFormat, level: loaded.settings.logLevel)
+        try await Daemon.serve(loaded, logger: Logger(label: "pipehook"))
+    }
+}
+
+struct CheckConfig: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "check-config", abstract: "Validate the configuration; list every problem with its key path.")
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        let (text, ok) = Commands.checkConfig(path: options.config)
+        write(text)
+        if !ok { throw ExitCode(1) }
+    }
+}
+
+struct Status: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a generation's state and timeline.")
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The generation id, e.g. gen_abc123.") var generationID: String
+    @Option(help: "Only this source.") var source: String?
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try Daemon.openStore(settings, readOnly: true)
+        write(try await Commands.status(generationID: generationID, source: source, store: store, json: json))
+    }
+}
+
+extension GenerationStatus: ExpressibleByArgument {
+    public init?(argument: String) { self.init(providerValue: argument) }
+}
+
+struct Generations: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List generations, most recently updated first.")
+    @OptionGroup var options: ConfigOption
+    @Option(help: "Only generations with this status.") var status: GenerationStatus?
+    @Option(help: "At most this many.") var limit: Int = 50
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func validate() throws {
+        guard limit > 0 else { throw ValidationError("--limit must be positive") }
+    }
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try Daemon.openStore(settings, readOnly: true)
+        write(try await Commands.generations(status: status, limit: limit, store: store, json: json))
+    }
+}
+
+struct Prune: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Forget delivery ids past the dedup window and finished history past retention.")
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try Daemon.openStore(settings)
+        write(try await Commands.prune(settings: settings, store: store, json: json))
+    }
+}
+
+struct Send: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Sign and POST a Pipevideo-shaped test event to a running receiver.")
+    @OptionGroup var options: ConfigOption
+    @Option(help: "Receiver URL (default: the configured listener and first source).") var url: String?
+    @Option(help: "Signing secret, whsec_… (default: the first source's first secret).") var secret: String?
+    @Option(help: "Source to take URL and secret from (default: the first).") var source: String?
+    @Option(name: .customLong("generation-id"), help: "Generation id (default: random).") var generationID: String?
+    @Option(help: "Status: queued, in_progress, completed, failed, cancelled, incomplete.") var status: String = "completed"
+    @Option(name: .customLong("output-url"), help: "outputUrl (default for completed: an example URL).") var outputURL: String?
+    @Option(name: .customLong("error-message"), help: "errorMessage.") var errorMessage: String?
+    @Option(help: "Delivery id (default: random msg_…).") var id: String?
+    @Option(help: "Unix timestamp to sign with (default: now).") var timestamp: Int64?
+
+    func run() async throws {
+        var send = Commands.SendOptions()
+        send.url = url
+        send.secret = secret
+        send.source = source
+        send.generationID = generationID
+        send.status = status
+        send.outputURL = outputURL
+        send.errorMessage = errorMessage
+        send.id = id
+        send.timestamp = timestamp
+        // URL and secret may both be given, in which case no configuration is needed.
+        let settings = (url != nil && secret != nil) ? (try? options.load().settings) : try options.load().settings
+        let result = try await Commands.send(send, settings: settings)
+        write("HTTP \(result.status) \(result.body)")
+        if !(200..<300).contains(result.status) { throw ExitCode(1) }
+    }
+}
