@@ -104,6 +104,7 @@ let package = Package(
                 "pipehook", "PipehookDaemon", "PipehookSQLite", "PipehookHTTP", "PipehookStore",
                 "PipehookSignature", "PipehookSettings",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             swiftSettings: strict

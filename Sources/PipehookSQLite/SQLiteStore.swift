@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import PipehookLifecycle
 import PipehookStore
+import Synchronization
 
 /// The SQLite store: one WAL database file, writes grouped into shared durable commits.
 ///
@@ -10,6 +11,14 @@ import PipehookStore
 public final class SQLiteStore: WebhookStore {
     private let pool: DatabasePool
     private let group: GroupCommit<IncomingDelivery, IntakeOutcome>
+    private let commits = Counter()
+
+    /// Durable ingest transactions committed so far (each covers a whole group).
+    public var commitCount: Int { commits.value.load(ordering: .relaxed) }
+
+    private final class Counter: Sendable {
+        let value = Atomic<Int>(0)
+    }
 
     public struct Options: Sendable {
         /// How long a write waits for another process holding the lock before failing (503).
@@ -45,13 +54,16 @@ public final class SQLiteStore: WebhookStore {
             throw StoreError(.unavailable, "cannot open SQLite database at \(path): \(Self.describe(error))")
         }
         let pool = self.pool
+        let commits = self.commits
         group = GroupCommit(maxBatch: options.maxBatch) { batch in
             // A detached write: cancelling one waiting request must not abort everyone's commit.
             let task = Task {
                 try await pool.write { db in try batch.map { try Self.ingest($0, db) } }
             }
             do {
-                return try await task.value.map { .success($0) }
+                let outcomes = try await task.value
+                commits.value.add(1, ordering: .relaxed)
+                return outcomes.map { .success($0) }
             } catch {
                 let failure = StoreError(.unavailable, "SQLite commit failed: \(Self.describe(error))")
                 return Array(repeating: .failure(failure), count: batch.count)

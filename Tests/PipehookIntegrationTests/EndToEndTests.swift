@@ -1,0 +1,251 @@
+import AsyncHTTPClient
+import Foundation
+import GRDB
+import NIOCore
+import Testing
+
+/// A `pipehook` process started from the built binary, its output captured to files.
+final class RunningPipehook: @unchecked Sendable {
+    let process = Process()
+    let stdoutPath: String
+    let stderrPath: String
+
+    init(_ arguments: [String], directory: String, environment: [String: String] = [:]) throws {
+        stdoutPath = directory + "/stdout-\(UUID().uuidString).log"
+        stderrPath = directory + "/stderr-\(UUID().uuidString).log"
+        _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: Binary.path)
+        process.arguments = arguments
+        process.currentDirectoryURL = URL(fileURLWithPath: directory)
+        process.environment = ["PATH": "/usr/bin:/bin", "HOME": directory].merging(environment) { _, new in new }
+        process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))
+        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: stderrPath))
+        try process.run()
+    }
+
+    var stdout: String { (try? String(contentsOfFile: stdoutPath, encoding: .utf8)) ?? "" }
+    var stderr: String { (try? String(contentsOfFile: stderrPath, encoding: .utf8)) ?? "" }
+
+    /// Waits for the "listening" log line and returns the port it names.
+    func waitForPort(timeout: Double = 30) async throws -> Int {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            for line in stdout.split(separator: "\n") where line.contains(#""msg":"listening""#) {
+                if let data = line.data(using: .utf8),
+                   let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                   let port = (json["port"] as? String).flatMap(Int.init)
+                {
+                    return port
+                }
+            }
+            if !process.isRunning { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        throw ProcessFailure(message: "pipehook did not start listening; stdout: \(stdout) stderr: \(stderr)")
+    }
+
+    func kill(_ signal: Int32) {
+        Foundation.kill(process.processIdentifier, signal)
+        process.waitUntilExit()
+    }
+
+    deinit {
+        if process.isRunning {
+            Foundation.kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+struct ProcessFailure: Error, CustomStringConvertible {
+    var message: String
+    var description: String { message }
+}
+
+/// Runs `pipehook ARGS` to completion.
+func pipehook(_ arguments: [String], directory: String, environment: [String: String] = [:]) async throws -> (code: Int32, stdout: String, stderr: String) {
+    let run = try RunningPipehook(arguments, directory: directory, environment: environment)
+    while run.process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+    return (run.process.terminationStatus, run.stdout, run.stderr)
+}
+
+@Suite(.serialized) struct EndToEndTests {
+    func config(_ dir: TempDir) throws -> String {
+        let path = dir.path + "/pipehook.yaml"
+        let yaml = Fixture.yaml(dir: dir.path + "/data").replacingOccurrences(of: "log_level: warning", with: "log_level: info")
+        try yaml.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func binaryDrivenBySend() async throws {
+        let dir = TempDir()
+        let configPath = try config(dir)
+        let server = try RunningPipehook(["serve", "--config", configPath], directory: dir.path)
+        let port = try await server.waitForPort()
+        let url = "http://127.0.0.1:\(port)/webhooks/pipevideo"
+        for status in ["queued", "in_progress", "completed"] {
+            let sent = try await pipehook(["send", "--config", configPath, "--url", url, "--generation-id", "gen_e2e", "--status", status], directory: dir.path)
+            #expect(sent.code == 0, "\(sent)")
+            #expect(sent.stdout.contains(#""transition":"applied""#))
+        }
+        let duplicate = try await pipehook(["send", "--config", configPath, "--url", url, "--generation-id", "gen_e2e", "--id", "msg_fixed"], directory: dir.path)
+        #expect(duplicate.stdout.contains(#""transition":"same""#))
+        let again = try await pipehook(["send", "--config", configPath, "--url", url, "--generation-id", "gen_e2e", "--id", "msg_fixed"], directory: dir.path)
+        #expect(again.code == 0 && again.stdout.contains(#"{"result":"duplicate"}"#))
+        let forged = try await pipehook(["send", "--url", url, "--secret", Fixture.otherSecret], directory: dir.path)
+        #expect(forged.code == 1 && forged.stdout.contains("HTTP 401"))
+
+        let status = try await pipehook(["status", "gen_e2e", "--json", "--config", configPath], directory: dir.path)
+        #expect(status.code == 0, "\(status)")
+        let document = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        #expect(document?["status"] as? String == "completed")
+        let timeline = document?["timeline"] as? [[String: Any]] ?? []
+        #expect(timeline.map { $0["transition"] as? String } == ["applied", "applied", "applied", "same"])
+
+        let list = try await pipehook(["generations", "--status", "completed", "--json", "--config", configPath], directory: dir.path)
+        let rows = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]]
+        #expect(rows?.map { $0["generation_id"] as? String } == ["gen_e2e"])
+        let text = try await pipehook(["status", "gen_e2e", "--config", configPath], directory: dir.path)
+        #expect(text.stdout.contains("status:   completed"))
+        let missing = try await pipehook(["status", "gen_none", "--config", configPath], directory: dir.path)
+        #expect(missing.code == 1 && missing.stderr.contains("no generation gen_none"))
+        let prune = try await pipehook(["prune", "--json", "--config", configPath], directory: dir.path)
+        #expect(prune.code == 0 && prune.stdout.contains(#""deliveries" : 0"#))
+
+        // Logs: JSON lines, event lines carry event_id and generation_id, no secret anywhere.
+        server.kill(SIGTERM)
+        #expect(server.process.terminationStatus == 0, "graceful stop: \(server.stderr)")
+        let lines = server.stdout.split(separator: "\n")
+        #expect(!lines.isEmpty)
+        for line in lines {
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any], "not JSON: \(line)")
+            if json["msg"] as? String == "accepted delivery" {
+                #expect(json["event_id"] != nil && json["generation_id"] != nil)
+            }
+        }
+        let everything = server.stdout + server.stderr
+        #expect(!everything.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") && !everything.contains("C2FVsBQIhrscChlQIMV"))
+        #expect(everything.contains(#""code":"invalid_signature""#))
+    }
+
+    @Test func checkConfigAndExitCodes() async throws {
+        let dir = TempDir()
+        let good = try config(dir)
+        let ok = try await pipehook(["check-config", "--config", good], directory: dir.path)
+        #expect(ok.code == 0 && ok.stdout.contains("configuration OK"))
+        let bad = dir.path + "/bad.yaml"
+        try "listen: nowhere\nsources:\n  p:\n    secrets: [\"${NOT_SET_ANYWHERE}\"]\n    tolerence: 5m\n".write(toFile: bad, atomically: true, encoding: .utf8)
+        let failed = try await pipehook(["check-config", "--config", bad], directory: dir.path)
+        #expect(failed.code == 1)
+        #expect(failed.stdout.contains("listen:"))
+        #expect(failed.stdout.contains("sources.p.secrets[0]: environment variable NOT_SET_ANYWHERE is not set"))
+        #expect(failed.stdout.contains("sources.p.tolerence: unknown key"))
+        let serveBad = try await pipehook(["serve", "--config", bad], directory: dir.path)
+        #expect(serveBad.code == 1 && serveBad.stderr.contains("NOT_SET_ANYWHERE"))
+        let usage = try await pipehook(["generations", "--limit", "x"], directory: dir.path)
+        #expect(usage.code == 2)
+        let unknown = try await pipehook(["frobnicate"], directory: dir.path)
+        #expect(unknown.code == 2)
+        let noFile = try await pipehook(["check-config", "--config", dir.path + "/absent.yaml"], directory: dir.path)
+        #expect(noFile.code == 1 && noFile.stdout.contains("cannot read"))
+    }
+
+    /// The README quick start: `serve` with no file at all, then `send` with no arguments.
+    @Test func builtInDefaultsQuickStart() async throws {
+        let dir = TempDir()
+        let server = try RunningPipehook(["serve"], directory: dir.path)
+        let port = try await server.waitForPort()
+        #expect(port == 8787)
+        #expect(server.stderr.contains("generated a webhook signing secret"))
+        let secretFile = dir.path + "/pipehook-data/webhook-secret"
+        let attributes = try FileManager.default.attributesOfItem(atPath: secretFile)
+        #expect((attributes[.posixPermissions] as? Int) == 0o600)
+        let sent = try await pipehook(["send", "--status", "completed"], directory: dir.path)
+        #expect(sent.code == 0 && sent.stdout.contains(#""result":"accepted""#), "\(sent)")
+        #expect(FileManager.default.fileExists(atPath: dir.path + "/pipehook-data/pipehook.sqlite"))
+        let secret = try String(contentsOfFile: secretFile, encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(!server.stdout.contains(secret), "the secret must not reach the log stream")
+        server.kill(SIGINT)
+        // A second start reuses the saved secret instead of generating a new one.
+        let again = try RunningPipehook(["serve"], directory: dir.path)
+        _ = try await again.waitForPort()
+        #expect(!again.stderr.contains("generated"))
+        #expect(try String(contentsOfFile: secretFile, encoding: .utf8).contains(secret))
+        again.kill(SIGTERM)
+    }
+
+    /// SIGKILL right after answers: every delivery acknowledged with 200 is in the file.
+    @Test func killNineKeepsEveryAcknowledgedDelivery() async throws {
+        let dir = TempDir()
+        let configPath = try config(dir)
+        for round in 0..<3 {
+            let server = try RunningPipehook(["serve", "--config", configPath], directory: dir.path)
+            let port = try await server.waitForPort()
+            let http = HTTPClient(eventLoopGroupProvider: .singleton)
+            let acknowledged = AckLog()
+            await withTaskGroup(of: Void.self) { group in
+                for i in 0..<400 {
+                    group.addTask {
+                        let id = "msg_k\(round)_\(i)"
+                        let body = Fixture.body(generation: "gen_k\(round)_\(i)", status: "completed")
+                        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/pipevideo")
+                        request.method = .POST
+                        for (name, value) in Fixture.headers(id: id, body: body) { request.headers.add(name: name, value: value) }
+                        request.body = .bytes(ByteBuffer(string: body))
+                        guard let response = try? await http.execute(request, timeout: .seconds(3)) else { return }
+                        if response.status == .ok, let answer = try? await response.body.collect(upTo: 4096),
+                           String(buffer: answer).contains("accepted")
+                        {
+                            if await acknowledged.add(id) == 150 { server.kill(SIGKILL) }
+                        }
+                    }
+                }
+            }
+            try? await http.shutdown()
+            if server.process.isRunning { server.kill(SIGKILL) }
+            let acked = await acknowledged.snapshot()
+            #expect(acked.count >= 150)
+            let queue = try DatabaseQueue(path: dir.path + "/data/pipehook.sqlite")
+            let stored = try await queue.read { db in
+                Set(try String.fetchAll(db, sql: "SELECT delivery_id FROM deliveries WHERE delivery_id LIKE ?", arguments: ["msg_k\(round)_%"]))
+            }
+            try queue.close()
+            let lost = acked.subtracting(stored)
+            #expect(lost.isEmpty, "round \(round): \(lost.count) acknowledged deliveries lost")
+        }
+    }
+}
+
+actor AckLog {
+    private var ids: Set<String> = []
+    func snapshot() -> Set<String> { ids }
+    func add(_ id: String) -> Int {
+        ids.insert(id)
+        return ids.count
+    }
+}
+
+@Suite struct ShippedConfigurationTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    static var examples: [String] {
+        let folder = repository.appendingPathComponent("config").path
+        return ((try? FileManager.default.contentsOfDirectory(atPath: folder)) ?? [])
+            .filter { $0.hasSuffix(".yaml") }.sorted().map { folder + "/" + $0 }
+    }
+
+    @Test func thereAreExamples() { #expect(!Self.examples.isEmpty) }
+
+    /// Every example under config/ passes `pipehook check-config` (secrets from the environment).
+    @Test(arguments: examples)
+    func exampleConfigurationIsValid(_ path: String) async throws {
+        let dir = TempDir()
+        let env = [
+            "PIPEVIDEO_WEBHOOK_SECRET": Fixture.secret, "PIPEVIDEO_API_KEY": "pv_example",
+            "OPS_HOOK_SECRET": Fixture.otherSecret, "PIPEHOOK_ADMIN_TOKEN": "an-admin-token-of-some-length",
+        ]
+        let result = try await pipehook(["check-config", "--config", path], directory: dir.path, environment: env)
+        #expect(result.code == 0, "\(result.stdout)")
+    }
+}

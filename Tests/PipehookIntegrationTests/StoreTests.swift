@@ -1,0 +1,100 @@
+import Foundation
+import PipehookLifecycle
+import PipehookSQLite
+import PipehookStore
+import Testing
+
+@Suite struct SQLiteStoreTests {
+    @Test func transitionsDedupAndTimelineAreDurable() async throws {
+        let dir = TempDir()
+        let path = dir.path + "/db.sqlite"
+        do {
+            let store = try SQLiteStore(path: path)
+            #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .accepted(generationID: "g1", status: .queued, transition: .applied))
+            #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .duplicate)
+            #expect(try await store.ingest(Fixture.delivery(id: "m2", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .applied))
+            #expect(try await store.ingest(Fixture.delivery(id: "m3", generation: "g1", status: .in_progress)) == .accepted(generationID: "g1", status: .inProgress, transition: .stale))
+            #expect(try await store.ingest(Fixture.delivery(id: "m4", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .same))
+            #expect(try await store.ingest(Fixture.delivery(id: "m5", generation: "g1", status: .failed)) == .accepted(generationID: "g1", status: .failed, transition: .conflict))
+            let unrecognized = IncomingDelivery(source: "pipevideo", deliveryID: "m6", receivedAt: 1, signedAt: 1, body: Array("??".utf8), content: .unrecognized(reason: "not JSON"))
+            #expect(try await store.ingest(unrecognized) == .unrecognized)
+            #expect(try await store.ingest(unrecognized) == .duplicate)
+        }
+        // Reopen the file: everything acknowledged is there.
+        let store = try SQLiteStore(path: path)
+        let details = try await store.generations(withID: "g1")
+        #expect(details.count == 1)
+        #expect(details[0].generation.status == .completed)
+        #expect(details[0].timeline.map(\.eventID) == ["m1", "m2", "m3", "m4", "m5"])
+        #expect(details[0].timeline.map(\.transition) == [.applied, .applied, .stale, .same, .conflict])
+        #expect(details[0].timeline.map(\.previousStatus) == [nil, .queued, .completed, .completed, .completed])
+        #expect(try await store.counts() == StoreCounts(deliveries: 6, events: 5, generations: 1, unrecognized: 1))
+    }
+
+    @Test func sameGenerationIdUnderTwoSourcesIsTwoGenerations() async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        var other = Fixture.delivery(id: "m1", generation: "g1", status: .failed)
+        other.source = "other"
+        _ = try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .completed))
+        #expect(try await store.ingest(other) == .accepted(generationID: "g1", status: .failed, transition: .applied))
+        #expect(try await store.generations(withID: "g1").map(\.generation.source) == ["other", "pipevideo"])
+    }
+
+    @Test func concurrentIngestSharesCommitsAndKeepsEveryRow() async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let statuses: [GenerationStatusText] = [.queued, .in_progress, .completed]
+        var deliveries = (0..<300).map { i in Fixture.delivery(id: "m\(i)", generation: "g\(i / 3)", status: statuses[i % 3]) }
+        deliveries += deliveries.prefix(200)  // redelivered
+        deliveries.shuffle()
+        let outcomes = try await withThrowingTaskGroup(of: IntakeOutcome.self) { group in
+            for delivery in deliveries { group.addTask { try await store.ingest(delivery) } }
+            return try await group.reduce(into: [IntakeOutcome]()) { $0.append($1) }
+        }
+        #expect(outcomes.filter { $0 == .duplicate }.count == 200)
+        #expect(try await store.counts() == StoreCounts(deliveries: 300, events: 300, generations: 100, unrecognized: 0))
+        let all = try await store.generations(status: nil, limit: 1000)
+        #expect(all.count == 100 && all.allSatisfy { $0.status == .completed })
+        #expect(store.commitCount < 250, "500 concurrent deliveries took \(store.commitCount) commits: group commit is not grouping")
+    }
+
+    @Test func pruneRemovesExactlyWhatIsPastItsWindow() async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let day: Int64 = 86_400_000
+        let now = 100 * day
+        _ = try await store.ingest(Fixture.delivery(id: "old-done", generation: "g-old", status: .completed, at: now - 40 * day))
+        _ = try await store.ingest(Fixture.delivery(id: "old-open", generation: "g-open", status: .in_progress, at: now - 40 * day))
+        _ = try await store.ingest(Fixture.delivery(id: "mid", generation: "g-mid", status: .completed, at: now - 8 * day))
+        _ = try await store.ingest(Fixture.delivery(id: "new", generation: "g-new", status: .completed, at: now - 1 * day))
+        let report = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400)
+        #expect(report == PruneReport(deliveries: 3, events: 1, generations: 1, unrecognized: 0))
+        #expect(try await store.generations(status: nil, limit: 10).map(\.generationID).sorted() == ["g-mid", "g-new", "g-open"])
+        // "new" is still inside the dedup window; "mid" is not, but its event still guards it.
+        #expect(try await store.ingest(Fixture.delivery(id: "new", generation: "g-new", status: .completed, at: now)) == .duplicate)
+        #expect(try await store.ingest(Fixture.delivery(id: "mid", generation: "g-mid", status: .completed, at: now)) == .duplicate)
+    }
+
+    @Test func lockedDatabaseFailsFastAsUnavailable() async throws {
+        let dir = TempDir()
+        let path = dir.path + "/db.sqlite"
+        var options = SQLiteStore.Options()
+        options.busyTimeout = 0.2
+        let store = try SQLiteStore(path: path, options: options)
+        #expect(await store.isWritable())
+        let lock = try ExclusiveLock(path: path)
+        await #expect(throws: StoreError.self) { try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) }
+        #expect(await store.isWritable() == false)
+        lock.release()
+        #expect(await store.isWritable())
+        #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .accepted(generationID: "g1", status: .queued, transition: .applied))
+    }
+
+    @Test func readOnlyOpenOfMissingFileSaysSo() {
+        var options = SQLiteStore.Options()
+        options.readOnly = true
+        let error = #expect(throws: StoreError.self) { try SQLiteStore(path: "/nonexistent/x.sqlite", options: options) }
+        #expect(error?.message.contains("no database") == true)
+    }
+}

@@ -1,0 +1,226 @@
+import PipehookLifecycle
+@testable import PipehookSettings
+import Testing
+
+@Suite struct SettingsTests {
+    static let specExample = """
+        listen: "127.0.0.1:8787"
+        data_dir: "./pipehook-data"
+        store: "sqlite:./pipehook-data/pipehook.sqlite"   # or postgres://user:pass@host:5432/db
+        max_body_bytes: 1048576
+        dedup_window: 7d
+        log_format: json                                   # json | text
+        admin_token: "${PIPEHOOK_ADMIN_TOKEN}"             # optional; enables /api/* and the status page
+        tls: {cert: "/etc/pipehook/cert.pem", key: "/etc/pipehook/key.pem"}   # optional
+        sources:
+          pipevideo:
+            format: pipevideo
+            secrets: ["${PIPEVIDEO_WEBHOOK_SECRET}"]       # any may match (rotation)
+            tolerance: 5m
+        api:                                               # optional; enables section 7
+          base_url: "https://api.pipevideo.co"
+          key: "${PIPEVIDEO_API_KEY}"
+          requests_per_minute: 100
+          poll_after: 10m
+        retry: {attempts: 10, initial_delay: 2s, max_delay: 15m}
+        routes:
+          - name: archive-and-publish
+            on: [completed]
+            steps:
+              - download: {dir: "./pipehook-data/videos", path: "{yyyy}/{mm}/{generation_id}.{ext}", max_bytes: 4GiB}
+              - exec: {command: ["./handlers/publish.sh"], timeout: 5m, env: {CHANNEL: "main"}}
+          - name: notify-failures
+            on: [failed, cancelled, incomplete]
+            steps:
+              - post: {url: "https://ops.example.com/hooks/video-failed", secret: "${OPS_HOOK_SECRET}"}
+        """
+
+    static let environment = [
+        "PIPEHOOK_ADMIN_TOKEN": "0123456789abcdef0123",
+        "PIPEVIDEO_WEBHOOK_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "PIPEVIDEO_API_KEY": "pv_test_key",
+        "OPS_HOOK_SECRET": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+    ]
+
+    func problems(_ yaml: String, environment: [String: String] = environment) -> [ConfigProblem] {
+        do {
+            _ = try SettingsParser.parse(yaml: yaml, environment: environment)
+            return []
+        } catch {
+            return error.problems
+        }
+    }
+
+    @Test func specExampleParsesCompletely() throws {
+        let s = try SettingsParser.parse(yaml: Self.specExample, environment: Self.environment)
+        #expect(s.listen == ListenAddress(host: "127.0.0.1", port: 8787))
+        #expect(s.store == .sqlite(path: "./pipehook-data/pipehook.sqlite"))
+        #expect(s.maxBodyBytes == 1_048_576)
+        #expect(s.dedupWindowSeconds == 7 * 86_400)
+        #expect(s.logFormat == .json)
+        #expect(s.adminToken == "0123456789abcdef0123")
+        #expect(s.tls == TLSFiles(certificatePath: "/etc/pipehook/cert.pem", keyPath: "/etc/pipehook/key.pem"))
+        #expect(s.sources.map(\.name) == ["pipevideo"])
+        #expect(s.sources[0].toleranceSeconds == 300)
+        #expect(s.sources[0].format.name == "pipevideo")
+        #expect(s.api == API(baseURL: "https://api.pipevideo.co", key: "pv_test_key", requestsPerMinute: 100, pollAfterSeconds: 600))
+        #expect(s.retry == .standard)
+        #expect(s.routes.map(\.name) == ["archive-and-publish", "notify-failures"])
+        #expect(s.routes[1].on == [.failed, .cancelled, .incomplete])
+        guard case .download(let download) = s.routes[0].steps[0].action else { Issue.record("not a download"); return }
+        #expect(download.maxBytes == 4 << 30)
+        #expect(download.pathTemplate.text == "{yyyy}/{mm}/{generation_id}.{ext}")
+        guard case .exec(let exec) = s.routes[0].steps[1].action else { Issue.record("not an exec"); return }
+        #expect(exec.command == ["./handlers/publish.sh"])
+        #expect(exec.timeoutMilliseconds == 300_000)
+        #expect(exec.environment == ["CHANNEL": "main"])
+        guard case .post(let post) = s.routes[1].steps[0].action else { Issue.record("not a post"); return }
+        #expect(post.secret != nil && post.body == .event)
+    }
+
+    @Test func missingVariableIsNamedWithItsKey() {
+        var env = Self.environment
+        env["PIPEVIDEO_API_KEY"] = nil
+        let found = problems(Self.specExample, environment: env)
+        #expect(found == [ConfigProblem(path: "api.key", message: "environment variable PIPEVIDEO_API_KEY is not set")])
+    }
+
+    @Test func everyProblemIsReportedWithItsPath() {
+        let yaml = """
+            listen: "localhost"
+            dedup_window: soon
+            sorces: {}
+            sources:
+              pipevideo:
+                format: nope
+                secrets: ["not base64 !!"]
+                tolerance: -1
+              "bad name": {secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}
+            retry: {attempts: 0, initial_delay: 10s, max_delay: 1s}
+            routes:
+              - name: a
+                on: [finished]
+                steps:
+                  - exec: {command: []}
+                  - download: {path: "{nope}/x"}
+                  - post: {url: "ftp://x", body: xml}
+                  - exec: {command: ["x"]}
+                    post: {url: "https://x"}
+              - name: a
+                on: [completed]
+                steps: [{exec: {command: [x], permanent_exit_codes: [0]}}]
+            """
+        let paths = Set(problems(yaml).map(\.path))
+        let expected: Set<String> = [
+            "listen", "dedup_window", "sorces", "sources.pipevideo.format", "sources.pipevideo.secrets[0]",
+            "sources.pipevideo.tolerance", "sources.bad name", "retry.attempts", "routes[0].on[0]",
+            "routes[0].steps[0].exec.command", "routes[0].steps[1].download.dir", "routes[0].steps[1].download.path",
+            "routes[0].steps[2].post.url", "routes[0].steps[2].post.body", "routes[0].steps[3]",
+            "routes[1].steps[0].exec.permanent_exit_codes[0]",
+        ]
+        #expect(paths == expected, "got \(problems(yaml))")
+    }
+
+    @Test func retryMaxBelowInitialIsAProblem() {
+        #expect(problems("sources: {p: {secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}\nretry: {initial_delay: 10s, max_delay: 1s}").map(\.path) == ["retry.max_delay"])
+    }
+
+    @Test func invalidYAMLIsReportedWithoutQuotingTheFile() {
+        let found = problems("sources: [\n  secret: whsec_abc\n")
+        #expect(found.count == 1)
+        #expect(found[0].message.hasPrefix("not valid YAML"))
+        #expect(!found[0].message.contains("whsec_abc"))
+    }
+
+    @Test func secretsNeverAppearInMessages() {
+        let env = ["S": "whsec_!!notbase64secretvalue"]
+        let found = problems("sources: {p: {secrets: [\"${S}\"]}}", environment: env)
+        #expect(found.count == 1)
+        #expect(!found.description.contains("notbase64secretvalue"))
+    }
+
+    @Test func stepRetryOverridesOnlyWhatItNames() throws {
+        let s = try SettingsParser.parse(yaml: """
+            sources: {p: {secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}
+            retry: {attempts: 5}
+            routes:
+              - name: r
+                on: [completed]
+                steps:
+                  - exec: {command: [x], retry: {attempts: 2}}
+                  - exec: {command: [y]}
+            """, environment: [:])
+        #expect(s.retry.attempts == 5)
+        #expect(s.routes[0].steps[0].retry == RetryPolicy(attempts: 2, initialDelayMilliseconds: 2000, maxDelayMilliseconds: 900_000))
+        #expect(s.routes[0].steps[1].retry.attempts == 5)
+    }
+
+    @Test func minimalFileGetsDefaults() throws {
+        let s = try SettingsParser.parse(yaml: "sources: {pipevideo: {secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}", environment: [:])
+        #expect(s.listen.description == "127.0.0.1:8787")
+        #expect(s.store == .sqlite(path: "./pipehook-data/pipehook.sqlite"))
+        #expect(s.routes.isEmpty && s.api == nil && s.tls == nil && s.adminToken == nil)
+        #expect(problems("{}").map(\.path) == ["sources"])
+        #expect(problems("").map(\.path) == ["sources"])
+    }
+
+    @Test(arguments: [
+        ("127.0.0.1:8787", "127.0.0.1", 8787), ("[::1]:9000", "::1", 9000), (":8080", "0.0.0.0", 8080), ("0.0.0.0:0", "0.0.0.0", 0),
+    ])
+    func listenAddresses(text: String, host: String, port: Int) throws {
+        let s = try SettingsParser.parse(yaml: "listen: \"\(text)\"\nsources: {p: {secrets: [whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw]}}", environment: [:])
+        #expect(s.listen == ListenAddress(host: host, port: port))
+    }
+
+    @Test func builtInDefaultsMatchTheSpec() {
+        let s = SettingsParser.builtInDefaults(secret: .init(key: [1, 2, 3]))
+        #expect(s.listen.description == "127.0.0.1:8787")
+        #expect(s.dataDir == "./pipehook-data")
+        #expect(s.sources.map(\.name) == ["pipevideo"])
+        #expect(s.routes.count == 1 && s.routes[0].on == [.completed])
+        guard case .download(let d) = s.routes[0].steps[0].action else { Issue.record("no download"); return }
+        #expect(d.directory == "./pipehook-data/videos")
+    }
+}
+
+@Suite struct UnitsTests {
+    @Test(arguments: [
+        ("150ms", Int64(150)), ("30s", 30_000), ("5m", 300_000), ("2h", 7_200_000), ("7d", 604_800_000),
+        ("1h30m", 5_400_000), ("300", 300_000), ("0", 0), ("1w", 604_800_000),
+    ] as [(String, Int64)])
+    func durations(text: String, ms: Int64) { #expect(Units.milliseconds(text) == ms) }
+
+    @Test(arguments: ["", "m", "5x", "-5s", "1.5h", "5 minutes", "99999999999999999999d", "5s5"])
+    func badDurations(text: String) { #expect(Units.milliseconds(text) == nil) }
+
+    @Test(arguments: [
+        ("1048576", Int64(1_048_576)), ("512KiB", 524_288), ("1MiB", 1_048_576), ("4GiB", 4_294_967_296),
+        ("10MB", 10_000_000), ("1kb", 1000), ("7B", 7), ("1TiB", 1_099_511_627_776),
+    ] as [(String, Int64)])
+    func sizes(text: String, bytes: Int64) { #expect(Units.bytes(text) == bytes) }
+
+    @Test(arguments: ["", "GiB", "4XB", "-1", "1.5GiB", "99999999999TiB"])
+    func badSizes(text: String) { #expect(Units.bytes(text) == nil) }
+
+    @Test(arguments: [
+        ("plain", "plain"), ("${A}", "1"), ("x${A}y${B}z", "x1y2z"), ("$$", "$"), ("$${A}", "${A}"), ("$x", "$x"), ("${EMPTY}", ""),
+    ])
+    func substitution(text: String, expected: String) {
+        #expect(EnvSubstitution.apply(text, environment: ["A": "1", "B": "2", "EMPTY": ""]) == .success(expected))
+    }
+
+    @Test func substitutionFailures() {
+        #expect(EnvSubstitution.apply("${MISSING}", environment: [:]) == .failure(.missing("MISSING")))
+        #expect(EnvSubstitution.apply("${A", environment: [:]) == .failure(.unterminated))
+        #expect(EnvSubstitution.apply("${1A}", environment: [:]) == .failure(.invalidName("1A")))
+    }
+
+    @Test(arguments: [
+        ("{yyyy}/{mm}/{generation_id}.{ext}", true), ("{source}-{status}-{dd}", true), ("x", true),
+        ("{nope}", false), ("{yyyy", false), ("a}b", false), ("", false), ("/abs/{ext}", false),
+    ])
+    func pathTemplates(text: String, valid: Bool) {
+        let parsed = try? PathTemplate(text)
+        #expect((parsed != nil) == valid)
+    }
+}
