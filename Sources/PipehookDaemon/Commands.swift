@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import NIOCore
 import PipehookFormats
+import PipehookHTTP
 import PipehookLifecycle
 import PipehookSettings
 import PipehookSignature
@@ -125,8 +126,8 @@ public enum Commands {
         let generationID = options.generationID ?? "gen_" + Crypto.randomBytes(8).hexString
         let timestamp = options.timestamp ?? Int64(Date().timeIntervalSince1970)
         let outputURL = options.outputURL ?? (options.status == "completed" ? "https://example.com/videos/\(generationID).mp4" : nil)
-        func field(_ value: String?) -> String { value.map { JSONEncoding.quote($0) } ?? "null" }
-        let body = #"{"eventType":"\#(PipevideoFormat.completedEventType)","generationId":\#(JSONEncoding.quote(generationID)),"status":\#(JSONEncoding.quote(options.status)),"outputUrl":\#(field(outputURL)),"errorMessage":\#(field(options.errorMessage))}"#
+        func field(_ value: String?) -> String { value.map { JSONText.quote($0) } ?? "null" }
+        let body = #"{"eventType":"\#(PipevideoFormat.completedEventType)","generationId":\#(JSONText.quote(generationID)),"status":\#(JSONText.quote(options.status)),"outputUrl":\#(field(outputURL)),"errorMessage":\#(field(options.errorMessage))}"#
         let bytes = Array(body.utf8)
         var request = HTTPClientRequest(url: url)
         request.method = .POST
@@ -145,12 +146,6 @@ public enum Commands {
     }
 }
 
-enum JSONEncoding {
-    static func quote(_ text: String) -> String {
-        let data = try! JSONEncoder().encode(text)
-        return String(decoding: data, as: UTF8.self)
-    }
-}
 
 /// The `status --json` document (and later `GET /api/generations/{id}`).
 public struct GenerationDocument: Encodable {

@@ -5,6 +5,7 @@ import PipehookHTTP
 import PipehookSettings
 import PipehookSQLite
 import PipehookStore
+import ServiceLifecycle
 
 /// A command failed for a reason the user can act on; printed to stderr, exit 1.
 public struct CommandFailure: Error, CustomStringConvertible {
@@ -16,12 +17,19 @@ public struct CommandFailure: Error, CustomStringConvertible {
 public enum Daemon {
     /// Opens the configured store for the daemon (read-write, migrated).
     public static func openStore(_ settings: Settings, readOnly: Bool = false) throws -> any WebhookStore {
+        try openStore(settings, readOnly: readOnly, daemon: false).store
+    }
+
+    /// The store plus the services that keep it healthy while the daemon runs.
+    static func openStore(_ settings: Settings, readOnly: Bool, daemon: Bool) throws -> (store: any WebhookStore, services: [any Service]) {
         switch settings.store {
         case .sqlite(let path):
             var options = SQLiteStore.Options()
             options.readOnly = readOnly
+            options.checkpointInBackground = daemon
             do {
-                return try SQLiteStore(path: path, options: options)
+                let store = try SQLiteStore(path: path, options: options)
+                return (store, daemon ? [CheckpointService(store: store)] : [])
             } catch {
                 throw CommandFailure(error.message)
             }
@@ -39,7 +47,7 @@ public enum Daemon {
 
     /// Builds the application without running it, so tests can drive it in-process.
     public static func application(
-        settings: Settings, store: any WebhookStore, logger: Logger,
+        settings: Settings, store: any WebhookStore, services: [any Service] = [], logger: Logger,
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let intake = WebhookIntake(store: store, configuration: IntakeConfigurationBox(intakeConfiguration(settings)), logger: logger)
@@ -50,6 +58,7 @@ public enum Daemon {
                 address: .hostname(settings.listen.host, port: settings.listen.port),
                 serverName: nil
             ),
+            services: services,
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? settings.listen.port) },
             logger: logger
         )
@@ -62,7 +71,7 @@ public enum Daemon {
             throw CommandFailure("tls: TLS is not available in this version yet; terminate TLS in a proxy or remove the tls key")
         }
         try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
-        let store = try openStore(settings)
+        let (store, storeServices) = try openStore(settings, readOnly: false, daemon: true)
         switch loaded.origin {
         case .file(let path):
             logger.info("configuration loaded", metadata: ["config": .string(path)])
@@ -80,7 +89,7 @@ public enum Daemon {
                     """.utf8))
             }
         }
-        let app = application(settings: settings, store: store, logger: logger) { port in
+        let app = application(settings: settings, store: store, services: storeServices, logger: logger) { port in
             logger.notice("listening", metadata: [
                 "host": .string(settings.listen.host), "port": .stringConvertible(port),
                 "sources": .array(settings.sources.map { .string($0.name) }),

@@ -108,13 +108,17 @@ public struct WebhookIntake: Sendable {
         let delivery = IncomingDelivery(
             source: source.name, deliveryID: headers.id, receivedAt: receivedAt, signedAt: signedAt, body: body, content: content
         )
-        var metadata: Logger.Metadata = ["source": .string(source.name), "event_id": .string(headers.id)]
-        if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
+        var metadata: Logger.Metadata = [:]
+        if logger.logLevel <= .warning {
+            metadata = ["source": .string(source.name), "event_id": .string(headers.id)]
+            if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
+        }
         let outcome: IntakeOutcome
         do {
             outcome = try await store.ingest(delivery)
         } catch {
-            metadata["error"] = .string(error.message)
+            metadata = ["source": .string(source.name), "event_id": .string(headers.id), "error": .string(error.message)]
+            if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
             logger.error("store could not commit delivery", metadata: metadata)
             throw APIError.storeUnavailable
         }

@@ -25,11 +25,18 @@ public final class SQLiteStore: WebhookStore {
         public var busyTimeout: TimeInterval = 5
         public var readOnly = false
         public var maxBatch = 512
+        /// Leave checkpoints to `runCheckpoints` (the daemon); short-lived users keep SQLite's own.
+        public var checkpointInBackground = false
         public init() {}
     }
 
     /// Opens (creating if needed) the database and applies migrations.
+    private let path: String
+    private let options: Options
+
     public init(path: String, options: Options = Options()) throws(StoreError) {
+        self.path = path
+        self.options = options
         var configuration = Configuration()
         configuration.busyMode = .timeout(options.busyTimeout)
         configuration.readonly = options.readOnly
@@ -37,6 +44,10 @@ public final class SQLiteStore: WebhookStore {
         if !options.readOnly {
             configuration.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
+                // Checkpoints run from `runCheckpoints` on their own connection, so a commit
+                // never stalls behind copying the WAL into the database (p99 latency).
+                try db.execute(sql: "PRAGMA wal_autocheckpoint = \(options.checkpointInBackground ? 0 : 1000)")
+                try db.execute(sql: "PRAGMA journal_size_limit = 67108864")
             }
         }
         do {
@@ -56,37 +67,40 @@ public final class SQLiteStore: WebhookStore {
         let pool = self.pool
         let commits = self.commits
         group = GroupCommit(maxBatch: options.maxBatch) { batch in
-            // A detached write: cancelling one waiting request must not abort everyone's commit.
-            let task = Task {
-                try await pool.write { db in try batch.map { try Self.ingest($0, db) } }
-            }
+            // Unstructured on purpose: GRDB interrupts a write whose task is cancelled, and the
+            // leader's request being cancelled must not abort everyone's commit.
+            let results = await Task { await Self.commit(batch, pool: pool) }.value
+            commits.value.add(1, ordering: .relaxed)
+            return results
+        }
+    }
+
+    /// One transaction for the whole batch, on GRDB's writer thread so that no thread of the
+    /// cooperative pool ever blocks on the disk. If the batch fails, each delivery is retried in
+    /// its own transaction so that one bad row cannot fail the others.
+    private static func commit(_ batch: [IncomingDelivery], pool: DatabasePool) async -> [Result<IntakeOutcome, StoreError>] {
+        do {
+            return try await pool.write { db in try batch.map { try ingest($0, db) } }.map { .success($0) }
+        } catch {
+            if batch.count == 1 { return [.failure(StoreError(.unavailable, "SQLite commit failed: \(describe(error))"))] }
+        }
+        var results: [Result<IntakeOutcome, StoreError>] = []
+        for delivery in batch {
             do {
-                let outcomes = try await task.value
-                commits.value.add(1, ordering: .relaxed)
-                return outcomes.map { .success($0) }
+                results.append(.success(try await pool.write { db in try ingest(delivery, db) }))
             } catch {
-                let failure = StoreError(.unavailable, "SQLite commit failed: \(Self.describe(error))")
-                return Array(repeating: .failure(failure), count: batch.count)
+                results.append(.failure(StoreError(.unavailable, "SQLite commit failed: \(describe(error))")))
             }
         }
+        return results
     }
 
     public func ingest(_ delivery: IncomingDelivery) async throws(StoreError) -> IntakeOutcome {
         try await group.submit(delivery).get()
     }
 
-    /// Runs inside the batch transaction. A savepoint per delivery keeps one bad row from
-    /// failing the others' commit.
+    /// Runs inside the batch transaction.
     private static func ingest(_ delivery: IncomingDelivery, _ db: Database) throws -> IntakeOutcome {
-        var outcome = IntakeOutcome.duplicate
-        try db.inSavepoint {
-            outcome = try ingestUnguarded(delivery, db)
-            return .commit
-        }
-        return outcome
-    }
-
-    private static func ingestUnguarded(_ delivery: IncomingDelivery, _ db: Database) throws -> IntakeOutcome {
         if delivery.origin == .webhook {
             let dedup = try db.cachedStatement(sql: """
                 INSERT INTO deliveries (source, delivery_id, received_at) VALUES (?, ?, ?)
@@ -218,6 +232,30 @@ public final class SQLiteStore: WebhookStore {
         } catch {
             return false
         }
+    }
+
+    /// Copies the WAL into the database from a separate connection (PASSIVE: never blocks the
+    /// writer) until cancelled. Run by the daemon when `checkpointInBackground` is set.
+    public func runCheckpoints(every interval: Duration = .milliseconds(250)) async {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(options.busyTimeout)
+        configuration.label = "pipehook-checkpoint"
+        guard let connection = try? DatabaseQueue(path: path, configuration: configuration) else { return }
+        let walPath = path + "-wal"
+        while !Task.isCancelled {
+            // PASSIVE copies without blocking anyone. Under continuous writes it never catches
+            // up completely, so the WAL could not restart and would grow; past 32 MiB a RESTART
+            // (only the last few frames are left to copy by then) lets it wrap around.
+            let walBytes = (try? FileManager.default.attributesOfItem(atPath: walPath)[.size] as? Int) ?? 0
+            let mode: Database.CheckpointMode = walBytes > 32 << 20 ? .restart : .passive
+            _ = try? await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+            if mode == .restart {
+                _ = try? await connection.writeWithoutTransaction { db in try db.checkpoint(.restart) }
+            }
+            try? await Task.sleep(for: interval)
+        }
+        _ = try? await connection.writeWithoutTransaction { db in try db.checkpoint(.passive) }
+        try? connection.close()
     }
 
     // MARK: helpers
