@@ -21,6 +21,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
     ],
     targets: [
         // System OpenSSL libcrypto: HMAC-SHA256, SHA-256, constant-time compare.
@@ -69,6 +70,19 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Route steps: exec (subprocess), download (file drop), post (re-POST). Each attempt of a
+        // step becomes a `StepOutcome`; retries and bookkeeping belong to the dispatcher.
+        .target(
+            name: "PipehookHandlers",
+            dependencies: [
+                "PipehookLifecycle", "PipehookSettings", "PipehookSignature",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         // Composition root: settings → store → services; CLI command bodies.
         .target(
             name: "PipehookDaemon",
@@ -96,6 +110,16 @@ let package = Package(
                 "PipehookSignature", "PipehookLifecycle", "PipehookFormats", "PipehookSettings",
             ],
             resources: [.copy("Fixtures")],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "PipehookHandlerTests",
+            dependencies: [
+                "PipehookHandlers", "PipehookSettings", "PipehookSignature", "PipehookLifecycle",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            ],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,0 +1,135 @@
+import Foundation
+import PipehookLifecycle
+
+/// The JSON document every step receives (SPEC §5). `file`, `sha256` and `bytes` are set once an
+/// earlier download step of the same job saved the video; `raw` is the original payload.
+public struct EventDocument: Sendable, Equatable {
+    public var eventID: String
+    public var source: String
+    public var type: String
+    public var generationID: String
+    public var status: GenerationStatus
+    public var previousStatus: GenerationStatus?
+    public var outputURL: String?
+    public var errorMessage: String?
+    /// Unix milliseconds.
+    public var receivedAt: Int64
+    public var artifact: Artifact?
+    /// The payload exactly as received.
+    public var raw: [UInt8]
+
+    public init(
+        eventID: String, source: String, type: String, generationID: String, status: GenerationStatus,
+        previousStatus: GenerationStatus?, outputURL: String?, errorMessage: String?, receivedAt: Int64,
+        artifact: Artifact? = nil, raw: [UInt8]
+    ) {
+        self.eventID = eventID
+        self.source = source
+        self.type = type
+        self.generationID = generationID
+        self.status = status
+        self.previousStatus = previousStatus
+        self.outputURL = outputURL
+        self.errorMessage = errorMessage
+        self.receivedAt = receivedAt
+        self.artifact = artifact
+        self.raw = raw
+    }
+
+    /// Serialised with every key present (`null` when unset). `raw` is embedded as JSON when it
+    /// parses as JSON, else as a string.
+    public func json() -> [UInt8] {
+        func quote(_ text: String?) -> String {
+            guard let text else { return "null" }
+            let data = try! JSONEncoder().encode(text)
+            return String(decoding: data, as: UTF8.self)
+        }
+        let rawJSON: String
+        if (try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])) != nil {
+            rawJSON = String(decoding: raw, as: UTF8.self)
+        } else {
+            rawJSON = quote(String(decoding: raw, as: UTF8.self))
+        }
+        let received = ISO8601DateFormatter.string(
+            from: Date(timeIntervalSince1970: Double(receivedAt) / 1000), timeZone: TimeZone(identifier: "UTC")!,
+            formatOptions: [.withInternetDateTime, .withFractionalSeconds]
+        )
+        var parts: [String] = []
+        parts.append("\"event_id\":\(quote(eventID))")
+        parts.append("\"source\":\(quote(source))")
+        parts.append("\"type\":\(quote(type))")
+        parts.append("\"generation_id\":\(quote(generationID))")
+        parts.append("\"status\":\(quote(status.rawValue))")
+        parts.append("\"previous_status\":\(quote(previousStatus?.rawValue))")
+        parts.append("\"output_url\":\(quote(outputURL))")
+        parts.append("\"error_message\":\(quote(errorMessage))")
+        parts.append("\"received_at\":\(quote(received))")
+        parts.append("\"file\":\(quote(artifact?.file))")
+        parts.append("\"sha256\":\(quote(artifact?.sha256))")
+        parts.append("\"bytes\":\(artifact.map { String($0.bytes) } ?? "null")")
+        parts.append("\"raw\":\(rawJSON)")
+        return Array(("{" + parts.joined(separator: ",") + "}").utf8)
+    }
+}
+
+/// What a download step leaves for the steps after it.
+public struct Artifact: Sendable, Equatable, Codable {
+    public var file: String
+    public var sha256: String
+    public var bytes: Int64
+    public init(file: String, sha256: String, bytes: Int64) {
+        self.file = file
+        self.sha256 = sha256
+        self.bytes = bytes
+    }
+}
+
+/// Everything a step run needs besides its own configuration.
+public struct StepContext: Sendable {
+    /// Stable across attempts (the re-POST `webhook-id`).
+    public var jobID: String
+    /// 1 for the first attempt of this step.
+    public var attempt: Int
+    public var document: EventDocument
+
+    public init(jobID: String, attempt: Int, document: EventDocument) {
+        self.jobID = jobID
+        self.attempt = attempt
+        self.document = document
+    }
+}
+
+/// How one attempt of one step ended. Kept with the attempt, shown by `pipehook status`.
+public struct StepOutcome: Sendable, Equatable {
+    public enum Result: Sendable, Equatable {
+        case succeeded
+        /// Worth another attempt (after `retryAfter` if the other side asked for a delay).
+        case retryable(retryAfter: Duration?)
+        /// Never worth retrying (a permanent exit code, HTTP 410, a bad URL): dead-letter now.
+        case permanent
+    }
+
+    public var result: Result
+    /// A short human summary: "exit 0", "HTTP 503", "timed out after 5m", "saved 12 MB".
+    public var summary: String
+    public var exitCode: Int32?
+    public var httpStatus: Int?
+    /// Captured output (stdout and stderr for exec), at most 64 KiB.
+    public var output: [UInt8]
+    /// Set by a download step that saved (or found) the file.
+    public var artifact: Artifact?
+
+    public init(
+        result: Result, summary: String, exitCode: Int32? = nil, httpStatus: Int? = nil, output: [UInt8] = [],
+        artifact: Artifact? = nil
+    ) {
+        self.result = result
+        self.summary = summary
+        self.exitCode = exitCode
+        self.httpStatus = httpStatus
+        self.output = output
+        self.artifact = artifact
+    }
+
+    public static let outputLimit = 64 * 1024
+}
