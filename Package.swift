@@ -46,12 +46,12 @@ let package = Package(
             swiftSettings: strict
         ),
         // The store protocol and its value types; knows no database.
-        .target(name: "PipehookStore", dependencies: ["PipehookLifecycle"], swiftSettings: strict),
+        .target(name: "PipehookStore", dependencies: ["PipehookLifecycle", "PipehookFormats"], swiftSettings: strict),
         // SQLite implementation of the store (GRDB, WAL, group commit).
         .target(
             name: "PipehookSQLite",
             dependencies: [
-                "PipehookStore", "PipehookLifecycle",
+                "PipehookStore", "PipehookLifecycle", "PipehookFormats",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -83,12 +83,22 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The job dispatcher: leases, ordered steps, attempts, backoff with jitter, dead letters.
+        .target(
+            name: "PipehookDispatch",
+            dependencies: [
+                "PipehookStore", "PipehookSettings", "PipehookHandlers", "PipehookLifecycle",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // Composition root: settings → store → services; CLI command bodies.
         .target(
             name: "PipehookDaemon",
             dependencies: [
                 "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookSettings",
-                "PipehookStore", "PipehookSQLite", "PipehookHTTP",
+                "PipehookStore", "PipehookSQLite", "PipehookHTTP", "PipehookHandlers", "PipehookDispatch",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -99,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "pipehook",
             dependencies: [
-                "PipehookDaemon",
+                "PipehookDaemon", "PipehookStore", "PipehookSettings", "PipehookLifecycle",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
@@ -107,7 +117,7 @@ let package = Package(
         .testTarget(
             name: "PipehookUnitTests",
             dependencies: [
-                "PipehookSignature", "PipehookLifecycle", "PipehookFormats", "PipehookSettings",
+                "PipehookSignature", "PipehookLifecycle", "PipehookFormats", "PipehookSettings", "PipehookDispatch",
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: strict
@@ -126,7 +136,7 @@ let package = Package(
             name: "PipehookIntegrationTests",
             dependencies: [
                 "pipehook", "PipehookDaemon", "PipehookSQLite", "PipehookHTTP", "PipehookStore",
-                "PipehookSignature", "PipehookSettings",
+                "PipehookSignature", "PipehookSettings", "PipehookDispatch", "PipehookHandlers", "PipehookFormats",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

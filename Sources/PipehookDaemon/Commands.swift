@@ -33,12 +33,19 @@ public enum Commands {
 
     // MARK: status / generations
 
-    public static func status(generationID: String, source: String?, store: any WebhookStore, json: Bool) async throws -> String {
+    public static func status(generationID: String, source: String?, store: any Storage, json: Bool) async throws -> String {
         var details = try await store.generations(withID: generationID)
         if let source { details = details.filter { $0.generation.source == source } }
         guard !details.isEmpty else { throw CommandFailure("no generation \(generationID) in the store") }
+        var jobsBySource: [String: [(JobRecord, [AttemptRecord])]] = [:]
+        for detail in details {
+            let jobs = try await store.jobs(generationID: generationID, source: detail.generation.source)
+            var withAttempts: [(JobRecord, [AttemptRecord])] = []
+            for job in jobs { withAttempts.append((job, try await store.attempts(jobID: job.id))) }
+            jobsBySource[detail.generation.source] = withAttempts
+        }
         if json {
-            let documents = details.map(GenerationDocument.init)
+            let documents = details.map { GenerationDocument($0, jobs: jobsBySource[$0.generation.source] ?? []) }
             return try Output.json(documents.count == 1 ? AnyEncodable(documents[0]) : AnyEncodable(documents))
         }
         return details.map { detail in
@@ -55,11 +62,19 @@ public enum Commands {
                 let from = entry.previousStatus?.rawValue ?? "-"
                 lines.append("    \(Output.time(entry.receivedAt))  \(entry.origin.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)) \(from) -> \(entry.status.rawValue)  [\(entry.transition.rawValue)]  \(entry.eventID)")
             }
+            let jobs = jobsBySource[g.source] ?? []
+            lines.append(jobs.isEmpty ? "  jobs:     none" : "  jobs:")
+            for (job, attempts) in jobs {
+                lines.append("    \(job.id)  route \(job.route)  \(job.state.rawValue)  next step \(job.nextStep)\(job.lastError.map { "  last error: \($0)" } ?? "")")
+                for attempt in attempts {
+                    lines.append("      step \(attempt.step) \(attempt.stepKind) attempt \(attempt.attempt)  \(attempt.outcome.rawValue)  \(attempt.summary ?? "")  \(Output.time(attempt.startedAt))")
+                }
+            }
             return lines.joined(separator: "\n")
         }.joined(separator: "\n\n")
     }
 
-    public static func generations(status: GenerationStatus?, limit: Int, store: any WebhookStore, json: Bool) async throws -> String {
+    public static func generations(status: GenerationStatus?, limit: Int, store: any Storage, json: Bool) async throws -> String {
         let records = try await store.generations(status: status, limit: limit)
         if json { return try Output.json(records.map(GenerationSummary.init)) }
         if records.isEmpty { return "no generations" }
@@ -69,13 +84,63 @@ public enum Commands {
         }).joined(separator: "\n")
     }
 
-    public static func prune(settings: Settings, store: any WebhookStore, json: Bool) async throws -> String {
+    public static func prune(settings: Settings, store: any Storage, json: Bool) async throws -> String {
         let report = try await store.prune(
             nowMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
             dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds
         )
         if json { return try Output.json(report) }
         return "pruned \(report.deliveries) delivery id(s) past the dedup window, \(report.generations) finished generation(s) with \(report.events) event(s) and \(report.unrecognized) unrecognized delivery(ies) past retention"
+    }
+
+    // MARK: jobs
+
+    public static func jobs(state: JobState?, limit: Int, store: any Storage, json: Bool) async throws -> String {
+        let jobs = try await store.jobs(state: state, limit: limit)
+        if json { return try Output.json(jobs.map { JobDocument($0, attempts: nil) }) }
+        if jobs.isEmpty { return "no jobs" }
+        let header = "JOB                   STATE      ROUTE                GENERATION            STEP  TRIES  UPDATED                   LAST ERROR"
+        return ([header] + jobs.map { job in
+            [
+                job.id.padding(toLength: 21, withPad: " ", startingAt: 0), job.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0),
+                job.route.padding(toLength: 20, withPad: " ", startingAt: 0), job.generationID.padding(toLength: 21, withPad: " ", startingAt: 0),
+                String(job.nextStep).padding(toLength: 5, withPad: " ", startingAt: 0), String(job.attempts).padding(toLength: 6, withPad: " ", startingAt: 0),
+                Output.time(job.updatedAt).padding(toLength: 25, withPad: " ", startingAt: 0), job.lastError ?? "",
+            ].joined(separator: " ")
+        }).joined(separator: "\n")
+    }
+
+    public static func retry(jobID: String?, allDead: Bool, store: any Storage) async throws -> String {
+        let now = Int64(Date().timeIntervalSince1970 * 1000)
+        if allDead {
+            let count = try await store.retryDead(at: now)
+            return "\(count) dead job(s) queued again"
+        }
+        guard let jobID else { throw CommandFailure("give a JOB_ID or --dead") }
+        let job = try await store.retry(jobID: jobID, at: now)
+        return "job \(job.id) (route \(job.route), generation \(job.generationID)) queued again from step \(job.nextStep)"
+    }
+
+    public static func replay(eventID: String, source: String?, settings: Settings, store: any Storage, json: Bool) async throws -> String {
+        let jobs = try await store.replay(
+            eventID: eventID, source: source, routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.name) },
+            at: Int64(Date().timeIntervalSince1970 * 1000)
+        )
+        if json { return try Output.json(jobs.map { JobDocument($0, attempts: nil) }) }
+        return jobs.map { "queued \($0.id) for route \($0.route)" }.joined(separator: "\n")
+    }
+
+    public static func reprocess(settings: Settings, store: any Storage, json: Bool) async throws -> String {
+        let result = try await store.reprocess(
+            decode: { item in
+                guard let format = settings.source(named: item.source)?.format else { return nil }
+                return (try? format.decode(item.raw)).map { .event($0) }
+            },
+            routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.name) },
+            at: Int64(Date().timeIntervalSince1970 * 1000)
+        )
+        if json { return try Output.json(["recognized": result.recognized, "unrecognized": result.unrecognized]) }
+        return "\(result.recognized) delivery(ies) recognized and applied, \(result.unrecognized) still unrecognized"
     }
 
     // MARK: send
@@ -177,10 +242,13 @@ public struct GenerationDocument: Encodable {
 
     enum CodingKeys: String, CodingKey {
         case source, generationID = "generation_id", status, outputURL = "output_url", errorMessage = "error_message"
-        case createdAt = "created_at", updatedAt = "updated_at", timeline
+        case createdAt = "created_at", updatedAt = "updated_at", timeline, jobs
     }
 
-    public init(_ detail: GenerationDetail) {
+    public var jobs: [JobDocument] = []
+
+    public init(_ detail: GenerationDetail, jobs: [(JobRecord, [AttemptRecord])] = []) {
+        self.jobs = jobs.map { JobDocument($0.0, attempts: $0.1) }
         let g = detail.generation
         source = g.source
         generationID = g.generationID
@@ -210,6 +278,62 @@ public struct GenerationDocument: Encodable {
         try c.encode(createdAt, forKey: .createdAt)
         try c.encode(updatedAt, forKey: .updatedAt)
         try c.encode(timeline, forKey: .timeline)
+        try c.encode(jobs, forKey: .jobs)
+    }
+}
+
+public struct JobDocument: Encodable {
+    var id: String
+    var source: String
+    var generation_id: String
+    var route: String
+    var event_id: String
+    var state: String
+    var next_step: Int
+    var attempts_on_step: Int
+    var run_at: String
+    var last_error: String?
+    var file: String?
+    var sha256: String?
+    var bytes: Int64?
+    var updated_at: String
+    var attempts: [AttemptDocument]?
+
+    struct AttemptDocument: Encodable {
+        var step: Int
+        var kind: String
+        var attempt: Int
+        var outcome: String
+        var summary: String?
+        var exit_code: Int32?
+        var http_status: Int?
+        var started_at: String
+        var ended_at: String?
+        var output: String
+    }
+
+    init(_ job: JobRecord, attempts: [AttemptRecord]?) {
+        id = job.id
+        source = job.source
+        generation_id = job.generationID
+        route = job.route
+        event_id = job.eventID
+        state = job.state.rawValue
+        next_step = job.nextStep
+        attempts_on_step = job.attempts
+        run_at = Output.time(job.runAt)
+        last_error = job.lastError
+        file = job.artifact?.file
+        sha256 = job.artifact?.sha256
+        bytes = job.artifact?.bytes
+        updated_at = Output.time(job.updatedAt)
+        self.attempts = attempts?.map {
+            AttemptDocument(
+                step: $0.step, kind: $0.stepKind, attempt: $0.attempt, outcome: $0.outcome.rawValue, summary: $0.summary,
+                exit_code: $0.exitCode, http_status: $0.httpStatus, started_at: Output.time($0.startedAt),
+                ended_at: $0.endedAt.map(Output.time), output: String(decoding: $0.output, as: UTF8.self)
+            )
+        }
     }
 }
 

@@ -1,6 +1,9 @@
 import Foundation
 import Hummingbird
 import Logging
+import AsyncHTTPClient
+import PipehookDispatch
+import PipehookHandlers
 import PipehookHTTP
 import PipehookSettings
 import PipehookSQLite
@@ -16,12 +19,12 @@ public struct CommandFailure: Error, CustomStringConvertible {
 /// Composition root: settings → store → HTTP intake → one service group.
 public enum Daemon {
     /// Opens the configured store for the daemon (read-write, migrated).
-    public static func openStore(_ settings: Settings, readOnly: Bool = false) throws -> any WebhookStore {
+    public static func openStore(_ settings: Settings, readOnly: Bool = false) throws -> any Storage {
         try openStore(settings, readOnly: readOnly, daemon: false).store
     }
 
     /// The store plus the services that keep it healthy while the daemon runs.
-    static func openStore(_ settings: Settings, readOnly: Bool, daemon: Bool) throws -> (store: any WebhookStore, services: [any Service]) {
+    static func openStore(_ settings: Settings, readOnly: Bool, daemon: Bool) throws -> (store: any Storage, services: [any Service]) {
         switch settings.store {
         case .sqlite(let path):
             var options = SQLiteStore.Options()
@@ -41,16 +44,22 @@ public enum Daemon {
     public static func intakeConfiguration(_ settings: Settings) -> IntakeConfiguration {
         IntakeConfiguration(
             sources: settings.sources.map { IntakeSource(name: $0.name, format: $0.format, verifier: $0.verifier) },
-            maxBodyBytes: settings.maxBodyBytes
+            maxBodyBytes: settings.maxBodyBytes,
+            routesByStatus: Dictionary(grouping: settings.routes.flatMap { route in route.on.map { ($0, route.name) } }, by: \.0)
+                .mapValues { $0.map(\.1) }
         )
     }
 
     /// Builds the application without running it, so tests can drive it in-process.
     public static func application(
         settings: Settings, store: any WebhookStore, services: [any Service] = [], logger: Logger,
+        onJobsCreated: @escaping @Sendable () -> Void = {},
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
-        let intake = WebhookIntake(store: store, configuration: IntakeConfigurationBox(intakeConfiguration(settings)), logger: logger)
+        let intake = WebhookIntake(
+            store: store, configuration: IntakeConfigurationBox(intakeConfiguration(settings)), logger: logger,
+            onJobsCreated: onJobsCreated
+        )
         return Application(
             router: HTTPRoutes.router(intake: intake),
             server: HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds),
@@ -89,13 +98,45 @@ public enum Daemon {
                     """.utf8))
             }
         }
-        let app = application(settings: settings, store: store, services: storeServices, logger: logger) { port in
+        // SQLite serves one daemon: whatever it left running was interrupted by its stop.
+        let requeued = try await store.requeueRunning(at: Int64(Date().timeIntervalSince1970 * 1000))
+        if requeued > 0 { logger.notice("requeued jobs interrupted by the last stop", metadata: ["jobs": .stringConvertible(requeued)]) }
+        // Downloads may follow CDN redirects; re-POSTs never do (SPEC §5).
+        let downloadClient = HTTPClient(eventLoopGroupProvider: .singleton)
+        let postClient = PostRunner.makeClient()
+        let exec = ExecRunner(logger: logger)
+        let download = DownloadRunner(httpClient: downloadClient, logger: logger)
+        let post = PostRunner(httpClient: postClient, logger: logger)
+        let dispatcher = Dispatcher(
+            store: store, routes: RouteTable(settings.routes),
+            runners: StepRunners(
+                exec: { await exec.run($0, context: $1) },
+                download: { await download.run($0, context: $1) },
+                post: { await post.run($0, context: $1) }
+            ),
+            logger: logger
+        )
+        // Shutdown runs in reverse: the server stops taking requests first, then running steps
+        // get their grace period, then the store's checkpointer stops.
+        let app = application(
+            settings: settings, store: store, services: storeServices + [dispatcher], logger: logger,
+            onJobsCreated: { dispatcher.notify() }
+        ) { port in
             logger.notice("listening", metadata: [
                 "host": .string(settings.listen.host), "port": .stringConvertible(port),
                 "sources": .array(settings.sources.map { .string($0.name) }),
+                "routes": .array(settings.routes.map { .string($0.name) }),
             ])
         }
-        try await app.runService()
+        do {
+            try await app.runService()
+        } catch {
+            try? await downloadClient.shutdown()
+            try? await postClient.shutdown()
+            throw error
+        }
+        try? await downloadClient.shutdown()
+        try? await postClient.shutdown()
         logger.notice("stopped")
     }
 }

@@ -25,11 +25,16 @@ public struct IntakeSource: Sendable {
 public struct IntakeConfiguration: Sendable {
     public var sources: [String: IntakeSource]
     public var maxBodyBytes: Int
+    /// Route names by the status that starts them.
+    public var routesByStatus: [GenerationStatus: [String]]
 
-    public init(sources: [IntakeSource], maxBodyBytes: Int) {
+    public init(sources: [IntakeSource], maxBodyBytes: Int, routesByStatus: [GenerationStatus: [String]] = [:]) {
         self.sources = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.maxBodyBytes = maxBodyBytes
+        self.routesByStatus = routesByStatus
     }
+
+    public func routes(for status: GenerationStatus) -> [String] { routesByStatus[status] ?? [] }
 }
 
 /// The live intake configuration; swapped whole on reload so a request sees one consistent view.
@@ -47,15 +52,19 @@ public struct WebhookIntake: Sendable {
     public let logger: Logger
     /// Unix milliseconds; injectable so tests can pin the clock to a vector's timestamp.
     public let now: @Sendable () -> Int64
+    /// Called after a commit that created jobs, to wake the dispatcher.
+    public let onJobsCreated: @Sendable () -> Void
 
     public init(
         store: any WebhookStore, configuration: IntakeConfigurationBox, logger: Logger,
-        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
+        onJobsCreated: @escaping @Sendable () -> Void = {}
     ) {
         self.store = store
         self.configuration = configuration
         self.logger = logger
         self.now = now
+        self.onJobsCreated = onJobsCreated
     }
 
     func handle(_ request: Request, sourceName: String) async throws -> Response {
@@ -101,12 +110,13 @@ public struct WebhookIntake: Sendable {
         do {
             let event = try source.format.decode(body)
             decoded = event
-            content = .event(status: event.status, generationID: event.generationID, outputURL: event.outputURL, errorMessage: event.errorMessage)
+            content = .event(event)
         } catch {
             content = .unrecognized(reason: error.reason)
         }
         let delivery = IncomingDelivery(
-            source: source.name, deliveryID: headers.id, receivedAt: receivedAt, signedAt: signedAt, body: body, content: content
+            source: source.name, deliveryID: headers.id, receivedAt: receivedAt, signedAt: signedAt, body: body, content: content,
+            routes: decoded.map { configuration.routes(for: $0.status) } ?? []
         )
         var metadata: Logger.Metadata = [:]
         if logger.logLevel <= .warning {
@@ -124,6 +134,7 @@ public struct WebhookIntake: Sendable {
         }
         switch outcome {
         case .accepted(let generationID, let status, let transition):
+            if transition == .applied, !delivery.routes.isEmpty { onJobsCreated() }
             metadata["status"] = .string(status.rawValue)
             metadata["transition"] = .string(transition.rawValue)
             logger.info("accepted delivery", metadata: metadata)

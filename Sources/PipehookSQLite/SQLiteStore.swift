@@ -1,5 +1,6 @@
 import Foundation
 import GRDB
+import PipehookFormats
 import PipehookLifecycle
 import PipehookStore
 import Synchronization
@@ -9,7 +10,7 @@ import Synchronization
 /// `synchronous = FULL` makes every commit fsync the WAL, so an acknowledged delivery survives
 /// `kill -9` and power loss; `GroupCommit` keeps that affordable under load.
 public final class SQLiteStore: WebhookStore {
-    private let pool: DatabasePool
+    let pool: DatabasePool
     private let group: GroupCommit<IncomingDelivery, IntakeOutcome>
     private let commits = Counter()
 
@@ -105,7 +106,10 @@ public final class SQLiteStore: WebhookStore {
 
     /// Runs inside the batch transaction.
     private static func ingest(_ delivery: IncomingDelivery, _ db: Database) throws -> IntakeOutcome {
-        if delivery.origin == .webhook {
+        if let seq = delivery.reprocessing {
+            try db.execute(sql: "UPDATE unrecognized SET reprocessed_at = ? WHERE seq = ?", arguments: [delivery.receivedAt, seq])
+            if case .unrecognized = delivery.content { return .unrecognized }
+        } else if delivery.origin == .webhook {
             let dedup = try db.cachedStatement(sql: """
                 INSERT INTO deliveries (source, delivery_id, received_at) VALUES (?, ?, ?)
                 ON CONFLICT DO NOTHING
@@ -123,21 +127,21 @@ public final class SQLiteStore: WebhookStore {
                     Data(delivery.body),
                 ])
             return .unrecognized
-        case .event(let status, let generationID, let outputURL, let errorMessage):
+        case .event(let event):
             let currentText = try String.fetchOne(
-                db.cachedStatement(sql: "SELECT status FROM generations WHERE source = ? AND generation_id = ?"),
-                arguments: [delivery.source, generationID]
+                db.cachedStatement(sql: "SELECT status FROM generations WHERE generation_id = ? AND source = ?"),
+                arguments: [event.generationID, delivery.source]
             )
             let current = currentText.flatMap(GenerationStatus.init(rawValue:))
-            let transition = Lifecycle.transition(from: current, to: status)
+            let transition = Lifecycle.transition(from: current, to: event.status)
             try db.cachedStatement(sql: """
-                INSERT INTO events (event_id, source, origin, generation_id, status, previous_status, transition,
+                INSERT INTO events (event_id, source, origin, event_type, generation_id, status, previous_status, transition,
                                     output_url, error_message, received_at, signed_at, raw)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
                 """).execute(arguments: [
-                    delivery.deliveryID, delivery.source, delivery.origin.rawValue, generationID, status.rawValue,
-                    current?.rawValue, transition.rawValue, outputURL, errorMessage, delivery.receivedAt,
-                    delivery.signedAt, Data(delivery.body),
+                    delivery.deliveryID, delivery.source, delivery.origin.rawValue, event.eventType, event.generationID,
+                    event.status.rawValue, current?.rawValue, transition.rawValue, event.outputURL, event.errorMessage,
+                    delivery.receivedAt, delivery.signedAt, Data(delivery.body),
                 ])
             // An event id still in the timeline after its delivery id was pruned: a replay.
             if db.changesCount == 0 { return .duplicate }
@@ -146,16 +150,26 @@ public final class SQLiteStore: WebhookStore {
                     INSERT INTO generations (source, generation_id, status, output_url, error_message,
                                              created_at, updated_at, last_event_id)
                     VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (source, generation_id) DO UPDATE SET
+                    ON CONFLICT (generation_id, source) DO UPDATE SET
                         status = excluded.status, output_url = excluded.output_url,
                         error_message = excluded.error_message, updated_at = excluded.updated_at,
                         last_event_id = excluded.last_event_id
                     """).execute(arguments: [
-                        delivery.source, generationID, status.rawValue, outputURL, errorMessage,
+                        delivery.source, event.generationID, event.status.rawValue, event.outputURL, event.errorMessage,
                         delivery.receivedAt, delivery.receivedAt, delivery.deliveryID,
                     ])
+                // Transactional outbox: the jobs commit with the transition or not at all.
+                for route in delivery.routes {
+                    try db.cachedStatement(sql: """
+                        INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at)
+                        VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING
+                        """).execute(arguments: [
+                            JobID.make(), delivery.source, event.generationID, route, delivery.deliveryID,
+                            delivery.receivedAt, delivery.receivedAt, delivery.receivedAt,
+                        ])
+                }
             }
-            return .accepted(generationID: generationID, status: status, transition: transition)
+            return .accepted(generationID: event.generationID, status: event.status, transition: transition)
         }
     }
 
@@ -262,9 +276,46 @@ public final class SQLiteStore: WebhookStore {
         try? connection.close()
     }
 
+    public func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM unrecognized WHERE reprocessed_at IS NULL ORDER BY seq LIMIT ?", arguments: [limit]).map { row in
+                let raw: Data = row["raw"]
+                return UnrecognizedDelivery(
+                    seq: row["seq"], source: row["source"], deliveryID: row["delivery_id"], receivedAt: row["received_at"],
+                    signedAt: row["signed_at"], reason: row["reason"], raw: Array(raw)
+                )
+            }
+        }
+    }
+
+    public func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [String], at: Int64) async throws(StoreError) -> [JobRecord] {
+        let events: [StoredEvent] = try await read { db in
+            let rows = try source.map {
+                try Row.fetchAll(db, sql: "SELECT * FROM events WHERE event_id = ? AND source = ?", arguments: [eventID, $0])
+            } ?? Row.fetchAll(db, sql: "SELECT * FROM events WHERE event_id = ?", arguments: [eventID])
+            return try rows.map(Self.storedEvent)
+        }
+        guard let event = events.first else { throw StoreError(.notFound, "no stored event \(eventID)") }
+        guard events.count == 1 else {
+            throw StoreError(.invalid, "event \(eventID) exists in several sources (\(events.map(\.source).joined(separator: ", "))); pass --source")
+        }
+        let names = routes(event.status)
+        guard !names.isEmpty else { throw StoreError(.invalid, "no configured route starts on status \(event.status.rawValue)") }
+        return try await write("replay") { db in
+            try names.map { route in
+                let id = JobID.make()
+                try db.execute(sql: """
+                    INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at, replay)
+                    VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, 1)
+                    """, arguments: [id, event.source, event.generationID, route, event.eventID, at, at, at])
+                return try Self.job(try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id])!)
+            }
+        }
+    }
+
     // MARK: helpers
 
-    private func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StoreError) -> T {
+    func read<T: Sendable>(_ body: @escaping @Sendable (Database) throws -> T) async throws(StoreError) -> T {
         do {
             return try await pool.read(body)
         } catch let error as StoreError {
@@ -274,7 +325,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    private static func status(_ text: String?, column: String) throws -> GenerationStatus {
+    static func status(_ text: String?, column: String) throws -> GenerationStatus {
         guard let text, let status = GenerationStatus(rawValue: text) else {
             throw StoreError(.invalid, "unknown status '\(text ?? "null")' in column \(column)")
         }

@@ -64,6 +64,54 @@ enum Schema {
                 );
                 """)
         }
+        migrator.registerMigration("v2-jobs") { db in
+            try db.execute(sql: """
+                ALTER TABLE events ADD COLUMN event_type TEXT NOT NULL DEFAULT '';
+
+                -- One route run per generation (transactional outbox: inserted with the transition).
+                CREATE TABLE jobs (
+                    id TEXT PRIMARY KEY,
+                    source TEXT NOT NULL,
+                    generation_id TEXT NOT NULL,
+                    route TEXT NOT NULL,
+                    event_id TEXT NOT NULL,
+                    state TEXT NOT NULL,
+                    next_step INTEGER NOT NULL DEFAULT 0,
+                    attempts INTEGER NOT NULL DEFAULT 0,
+                    run_at INTEGER NOT NULL,
+                    lease_owner TEXT,
+                    lease_until INTEGER,
+                    artifact_file TEXT,
+                    artifact_sha256 TEXT,
+                    artifact_bytes INTEGER,
+                    last_error TEXT,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    -- Set by `pipehook replay`: such jobs are extra runs on purpose.
+                    replay INTEGER NOT NULL DEFAULT 0
+                ) WITHOUT ROWID;
+                -- One job per (generation, route) from transitions, whatever crashes or races.
+                CREATE UNIQUE INDEX jobs_once ON jobs (generation_id, source, route) WHERE replay = 0;
+                CREATE INDEX jobs_state_run_at ON jobs (state, run_at);
+
+                -- Every attempt of every step, kept with the job.
+                CREATE TABLE attempts (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    job_id TEXT NOT NULL,
+                    step INTEGER NOT NULL,
+                    step_kind TEXT NOT NULL,
+                    attempt INTEGER NOT NULL,
+                    started_at INTEGER NOT NULL,
+                    ended_at INTEGER,
+                    outcome TEXT NOT NULL,
+                    summary TEXT,
+                    exit_code INTEGER,
+                    http_status INTEGER,
+                    output BLOB
+                );
+                CREATE INDEX attempts_job ON attempts (job_id, id);
+                """)
+        }
         return migrator
     }
 }

@@ -75,6 +75,12 @@ public struct RetryPolicy: Sendable, Equatable {
     public var initialDelayMilliseconds: Int64
     public var maxDelayMilliseconds: Int64
 
+    public init(attempts: Int, initialDelayMilliseconds: Int64, maxDelayMilliseconds: Int64) {
+        self.attempts = attempts
+        self.initialDelayMilliseconds = initialDelayMilliseconds
+        self.maxDelayMilliseconds = maxDelayMilliseconds
+    }
+
     public static let standard = RetryPolicy(attempts: 10, initialDelayMilliseconds: 2_000, maxDelayMilliseconds: 900_000)
 }
 
@@ -95,6 +101,12 @@ public struct Step: Sendable {
     public var action: Action
     /// The step's own retry policy, or the global one.
     public var retry: RetryPolicy
+
+    /// The most runs of this step at once (exec's `concurrency`), or no limit.
+    public var concurrency: Int? {
+        if case .exec(let exec) = action { return exec.concurrency }
+        return nil
+    }
 
     public var kind: String {
         switch action {

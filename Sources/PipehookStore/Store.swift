@@ -1,3 +1,4 @@
+import PipehookFormats
 import PipehookLifecycle
 
 /// Where an event came from: a signed webhook, or a snapshot polled from the provider's API.
@@ -10,7 +11,7 @@ public enum EventOrigin: String, Sendable, Codable, CaseIterable {
 public struct IncomingDelivery: Sendable {
     public enum Content: Sendable {
         /// The format understood the body.
-        case event(status: GenerationStatus, generationID: String, outputURL: String?, errorMessage: String?)
+        case event(GenerationEvent)
         /// Signed but not interpretable: kept raw so it can be reprocessed later (SPEC §3.6).
         case unrecognized(reason: String)
     }
@@ -25,11 +26,17 @@ public struct IncomingDelivery: Sendable {
     public var signedAt: Int64
     public var body: [UInt8]
     public var content: Content
+    /// Routes to start (one job each) if this event raises the generation's status.
+    public var routes: [String]
+    /// Set when an `unrecognized` delivery is read again: its delivery id is already recorded.
+    public var reprocessing: Int64?
 
     public init(
         source: String, deliveryID: String, origin: EventOrigin = .webhook, receivedAt: Int64, signedAt: Int64,
-        body: [UInt8], content: Content
+        body: [UInt8], content: Content, routes: [String] = []
     ) {
+        self.routes = routes
+        self.reprocessing = nil
         self.source = source
         self.deliveryID = deliveryID
         self.origin = origin
@@ -164,4 +171,52 @@ public protocol WebhookStore: Sendable {
 
     /// True when a write transaction can be started now.
     func isWritable() async -> Bool
+
+    /// Signed deliveries no format could read, oldest first, not yet reprocessed.
+    func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery]
+
+    /// New jobs for a stored event's routes, even if they ran before (`pipehook replay`).
+    func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [String], at: Int64) async throws(StoreError) -> [JobRecord]
+}
+
+public struct UnrecognizedDelivery: Sendable, Equatable {
+    public var seq: Int64
+    public var source: String
+    public var deliveryID: String
+    public var receivedAt: Int64
+    public var signedAt: Int64
+    public var reason: String
+    public var raw: [UInt8]
+    public init(seq: Int64, source: String, deliveryID: String, receivedAt: Int64, signedAt: Int64, reason: String, raw: [UInt8]) {
+        self.seq = seq
+        self.source = source
+        self.deliveryID = deliveryID
+        self.receivedAt = receivedAt
+        self.signedAt = signedAt
+        self.reason = reason
+        self.raw = raw
+    }
+}
+
+extension WebhookStore {
+    /// Reads every unrecognized delivery again with `decode`; those it now understands go
+    /// through the state machine (and routes) like a webhook. Returns (reprocessed, still unrecognized).
+    public func reprocess(
+        decode: (UnrecognizedDelivery) -> IncomingDelivery.Content?, routes: @escaping (GenerationStatus) -> [String], at: Int64
+    ) async throws(StoreError) -> (recognized: Int, unrecognized: Int) {
+        let pending = try await unrecognized(limit: 100_000)
+        var recognized = 0
+        for item in pending {
+            guard let content = decode(item), case .event(let event) = content else { continue }
+            var delivery = IncomingDelivery(
+                source: item.source, deliveryID: item.deliveryID, receivedAt: item.receivedAt, signedAt: item.signedAt,
+                body: item.raw, content: content, routes: routes(event.status)
+            )
+            delivery.reprocessing = item.seq
+            _ = try await ingest(delivery)
+            recognized += 1
+        }
+        return (recognized, pending.count - recognized)
+    }
+
 }

@@ -4,6 +4,7 @@ import Logging
 import PipehookDaemon
 import PipehookLifecycle
 import PipehookSettings
+import PipehookStore
 
 /// Thin executable: parses arguments, loads settings, calls into PipehookDaemon.
 @main
@@ -11,7 +12,10 @@ struct Pipehook: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pipehook",
         abstract: "Receive, verify, deduplicate and record Pipevideo generation webhooks.",
-        subcommands: [Serve.self, CheckConfig.self, Status.self, Generations.self, Send.self, Prune.self]
+        subcommands: [
+            Serve.self, CheckConfig.self, Status.self, Generations.self, Jobs.self, Retry.self, Replay.self, Reprocess.self,
+            Send.self, Prune.self,
+        ]
     )
 
     /// Maps argument-parser's usage errors to exit 2 (SPEC §8); everything else keeps its code.
@@ -153,5 +157,66 @@ struct Send: AsyncParsableCommand {
         let result = try await Commands.send(send, settings: settings)
         write("HTTP \(result.status) \(result.body)")
         if !(200..<300).contains(result.status) { throw ExitCode(1) }
+    }
+}
+
+extension JobState: ExpressibleByArgument {}
+
+struct Jobs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List jobs (route runs), most recently updated first.")
+    @OptionGroup var options: ConfigOption
+    @Option(help: "Only jobs in this state: pending, running, succeeded, dead.") var state: JobState?
+    @Option(help: "At most this many.") var limit: Int = 50
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func validate() throws {
+        guard limit > 0 else { throw ValidationError("--limit must be positive") }
+    }
+
+    func run() async throws {
+        let store = try Daemon.openStore(try options.load().settings, readOnly: true)
+        write(try await Commands.jobs(state: state, limit: limit, store: store, json: json))
+    }
+}
+
+struct Retry: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Queue a dead job again (or all of them with --dead); steps that succeeded are not re-run.")
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The job id, e.g. job_0123456789abcdef.") var jobID: String?
+    @Flag(help: "Every dead job.") var dead = false
+
+    func validate() throws {
+        guard (jobID == nil) != (!dead) else { throw ValidationError("give either a JOB_ID or --dead") }
+    }
+
+    func run() async throws {
+        let store = try Daemon.openStore(try options.load().settings)
+        write(try await Commands.retry(jobID: jobID, allDead: dead, store: store))
+    }
+}
+
+struct Replay: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the routes again for a stored event, as new jobs.")
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The event id (the delivery's svix-id / webhook-id).") var eventID: String
+    @Option(help: "The source, when the id exists in several.") var source: String?
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try Daemon.openStore(settings)
+        write(try await Commands.replay(eventID: eventID, source: source, settings: settings, store: store, json: json))
+    }
+}
+
+struct Reprocess: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Read unrecognized deliveries again with the current formats.")
+    @OptionGroup var options: ConfigOption
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try Daemon.openStore(settings)
+        write(try await Commands.reprocess(settings: settings, store: store, json: json))
     }
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import PipehookDaemon
+import PipehookFormats
 import PipehookSettings
 import PipehookSignature
 import PipehookSQLite
@@ -60,7 +61,7 @@ enum Fixture {
         let body = body(generation: generation, status: status.rawValue)
         return IncomingDelivery(
             source: "pipevideo", deliveryID: id, receivedAt: receivedAt, signedAt: receivedAt / 1000, body: Array(body.utf8),
-            content: .event(status: .init(rawValue: status.rawValue)!, generationID: generation, outputURL: nil, errorMessage: nil)
+            content: .event(GenerationEvent(eventType: "video.generation.completed", generationID: generation, status: .init(rawValue: status.rawValue)!))
         )
     }
 

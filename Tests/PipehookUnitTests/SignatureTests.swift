@@ -200,3 +200,27 @@ struct Vectors: Decodable {
         #expect(Crypto.constantTimeEquals([], []))
     }
 }
+
+@Suite struct StreamingHMACTests {
+    @Test(arguments: [0, 1, 63, 64, 65, 1000, 100_000])
+    func streamingMatchesOneShot(length: Int) {
+        let body = (0..<length).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let secret = try! SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        var signer = Signer.streamingSignature(secret: secret, id: "msg_1", timestamp: 42)
+        var offset = 0
+        while offset < body.count {
+            let end = min(body.count, offset + 777)
+            signer.update(Array(body[offset..<end]))
+            offset = end
+        }
+        #expect(signer.header() == Signer.signature(secret: secret, id: "msg_1", timestamp: 42, body: body))
+    }
+
+    @Test func longKeysAreHashedFirst() {
+        let key = [UInt8](repeating: 0xaa, count: 131)
+        var mac = StreamingHMAC(key: key)
+        mac.update(Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8))
+        // RFC 4231 test case 6.
+        #expect(mac.finalize().hexString == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+    }
+}

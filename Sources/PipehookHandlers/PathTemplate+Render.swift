@@ -1,0 +1,195 @@
+import Foundation
+import PipehookSettings
+
+extension PathTemplate {
+    /// Renders the template to a path relative to the download directory.
+    ///
+    /// Every substituted value is sanitised with `DownloadPath.sanitize(_:)` (no `/`, no NUL or
+    /// control characters, no leading dot, length-capped), so a value can never add a folder level
+    /// or climb out of the directory. Literal parts may contain `/` to make folders; after
+    /// substitution every path component is normalised once more: empty and `.` components are
+    /// dropped, a `..` component becomes `__`, and each component is capped at 255 bytes.
+    ///
+    /// `date` supplies `{yyyy}`, `{mm}`, `{dd}` in UTC. The download step passes the event's
+    /// `received_at`, so every attempt of a job renders the same path.
+    public func render(document: EventDocument, ext: String, date: Date) -> String {
+        let (year, month, day) = DownloadPath.utcDay(date)
+        var text = ""
+        for piece in pieces {
+            switch piece {
+            case .literal(let literal):
+                text += literal
+            case .placeholder(let name):
+                switch name {
+                case "generation_id": text += DownloadPath.sanitize(document.generationID)
+                case "source": text += DownloadPath.sanitize(document.source)
+                case "status": text += DownloadPath.sanitize(document.status.rawValue)
+                case "yyyy": text += year
+                case "mm": text += month
+                case "dd": text += day
+                case "ext": text += DownloadPath.sanitizeExtension(ext) ?? DownloadPath.defaultExtension
+                default: text += "_"  // PathTemplate rejects unknown names at load time.
+                }
+            }
+        }
+        return DownloadPath.normalizeRelative(text)
+    }
+}
+
+/// Pure helpers for where a download lands. Everything here is deterministic and table-tested.
+public enum DownloadPath {
+    /// A substituted value longer than this (UTF-8 bytes) is truncated.
+    public static let maxValueBytes = 100
+    /// The usual file-name limit (ext4, XFS, APFS).
+    public static let maxComponentBytes = 255
+    public static let defaultExtension = "mp4"
+
+    /// Makes one substituted value safe to use inside a single path component.
+    ///
+    /// Letters and digits (Unicode included) and `-`, `_`, `.`, `+`, `=`, `@`, `,`, `~` are kept;
+    /// everything else (`/`, `\`, NUL, control and format characters, spaces, quotes …) becomes
+    /// `_`. Leading dots become `_` (no hidden files, no `.`/`..`). Empty becomes `_`.
+    public static func sanitize(_ value: String) -> String {
+        var out = ""
+        var bytes = 0
+        for character in value {
+            let safe: Character
+            if character.isASCII {
+                if character.isLetter || character.isNumber || "-_.+=@,~".contains(character) {
+                    safe = character
+                } else {
+                    safe = "_"
+                }
+            } else if character.unicodeScalars.allSatisfy({ isSafeScalar($0) }) {
+                safe = character
+            } else {
+                safe = "_"
+            }
+            let length = safe.utf8.count
+            if bytes + length > maxValueBytes { break }
+            out.append(safe)
+            bytes += length
+        }
+        // No leading dots: ".hidden" → "_hidden", ".." → "__".
+        var result = ""
+        var leading = true
+        for character in out {
+            if leading && character == "." {
+                result.append("_")
+            } else {
+                leading = false
+                result.append(character)
+            }
+        }
+        return result.isEmpty ? "_" : result
+    }
+
+    private static func isSafeScalar(_ scalar: Unicode.Scalar) -> Bool {
+        switch scalar.properties.generalCategory {
+        case .uppercaseLetter, .lowercaseLetter, .titlecaseLetter, .modifierLetter, .otherLetter,
+            .nonspacingMark, .spacingMark, .enclosingMark, .decimalNumber, .letterNumber, .otherNumber:
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// `mp4` from `MP4`; nil unless 1…8 ASCII letters or digits.
+    public static func sanitizeExtension(_ ext: String) -> String? {
+        let lower = ext.lowercased()
+        guard (1...8).contains(lower.utf8.count),
+            lower.utf8.allSatisfy({ ($0 >= 0x30 && $0 <= 0x39) || ($0 >= 0x61 && $0 <= 0x7a) })
+        else { return nil }
+        return lower
+    }
+
+    /// The `{ext}` value: the URL path's extension when it is 1…8 letters/digits, else one derived
+    /// from the Content-Type, else `mp4`.
+    public static func fileExtension(urlPath: String, contentType: String?) -> String {
+        let lastComponent = urlPath.split(separator: "/", omittingEmptySubsequences: true).last.map(String.init) ?? ""
+        if let dot = lastComponent.lastIndex(of: "."),
+            let ext = sanitizeExtension(String(lastComponent[lastComponent.index(after: dot)...]))
+        {
+            return ext
+        }
+        if let contentType {
+            let mime = contentType.split(separator: ";").first.map {
+                $0.trimmingCharacters(in: .whitespaces).lowercased()
+            } ?? ""
+            let known: [String: String] = [
+                "video/mp4": "mp4", "video/webm": "webm", "video/quicktime": "mov",
+                "video/x-matroska": "mkv", "video/mpeg": "mpg", "video/ogg": "ogv",
+                "image/png": "png", "image/jpeg": "jpg", "image/gif": "gif", "image/webp": "webp",
+                "audio/mpeg": "mp3", "audio/mp4": "m4a", "audio/wav": "wav",
+            ]
+            if let ext = known[mime] { return ext }
+        }
+        return defaultExtension
+    }
+
+    /// Normalises a rendered relative path: drops empty and `.` components, turns `..` into `__`,
+    /// replaces NUL/control characters that a literal may contain, caps every component.
+    public static func normalizeRelative(_ path: String) -> String {
+        var components: [String] = []
+        for raw in path.split(separator: "/", omittingEmptySubsequences: true) {
+            var component = String(
+                String.UnicodeScalarView(raw.unicodeScalars.map { scalar -> Unicode.Scalar in
+                    (scalar.value < 0x20 || scalar.value == 0x7f || scalar == "\\") ? "_" : scalar
+                })
+            )
+            if component == "." { continue }
+            if component == ".." { component = "__" }
+            components.append(capComponent(component))
+        }
+        return components.isEmpty ? "_" : components.joined(separator: "/")
+    }
+
+    /// Shortens a component to `maxComponentBytes`, keeping a short extension at the end.
+    static func capComponent(_ component: String) -> String {
+        guard component.utf8.count > maxComponentBytes else { return component }
+        var suffix = ""
+        if let dot = component.lastIndex(of: "."), component.distance(from: dot, to: component.endIndex) <= 10 {
+            suffix = String(component[dot...])
+        }
+        var head = ""
+        var bytes = 0
+        for character in component {
+            let length = character.utf8.count
+            if bytes + length + suffix.utf8.count > maxComponentBytes { break }
+            head.append(character)
+            bytes += length
+        }
+        return head + suffix
+    }
+
+    /// The absolute, standardised destination for `relative` under `directory`, or nil when it
+    /// would not be strictly inside `directory` (the last line of defence after sanitising).
+    /// A relative `directory` is taken relative to the current working directory.
+    public static func resolve(relative: String, in directory: String) -> String? {
+        guard !relative.utf8.contains(0), !directory.utf8.contains(0), !directory.isEmpty else { return nil }
+        let base = URL(fileURLWithPath: directory, isDirectory: true).standardizedFileURL.path
+        let full = URL(fileURLWithPath: base, isDirectory: true)
+            .appendingPathComponent(relative, isDirectory: false)
+            .standardizedFileURL.path
+        let prefix = base.hasSuffix("/") ? base : base + "/"
+        guard full.hasPrefix(prefix), full.count > prefix.count else { return nil }
+        guard !full.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else { return nil }
+        return full
+    }
+
+    /// The standardised absolute form of a download directory.
+    public static func standardizedDirectory(_ directory: String) -> String {
+        URL(fileURLWithPath: directory, isDirectory: true).standardizedFileURL.path
+    }
+
+    static func utcDay(_ date: Date) -> (String, String, String) {
+        var calendar = Calendar(identifier: .gregorian)
+        calendar.timeZone = TimeZone(identifier: "UTC")!
+        let parts = calendar.dateComponents([.year, .month, .day], from: date)
+        func pad(_ value: Int, _ width: Int) -> String {
+            let text = String(value)
+            return String(repeating: "0", count: max(0, width - text.count)) + text
+        }
+        return (pad(parts.year ?? 1970, 4), pad(parts.month ?? 1, 2), pad(parts.day ?? 1, 2))
+    }
+}

@@ -1,0 +1,210 @@
+import Foundation
+import PipehookHandlers
+import PipehookLifecycle
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Real processes through `sh`. Each test owns its process group, so they may run in parallel.
+@Suite struct ExecRunnerTests {
+    static let base = ["PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"]
+    let runner = ExecRunner(logger: Fixtures.logger, baseEnvironment: base)
+
+    func text(_ outcome: StepOutcome) -> String { String(decoding: outcome.output, as: UTF8.self) }
+
+    /// True while any process of `pid`'s group (or `pid` itself) still exists, polled for up to `within`.
+    func stillAlive(_ pid: pid_t, group: Bool, within: Duration = .seconds(3)) async -> Bool {
+        let clock = ContinuousClock()
+        let end = clock.now + within
+        while clock.now < end {
+            if kill(group ? -pid : pid, 0) != 0 && errno == ESRCH { return false }
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        return true
+    }
+
+    @Test func exitZeroGetsTheDocumentOnStdinAndTheEnvironment() async throws {
+        let document = Fixtures.document(outputURL: "https://cdn.example/v.mp4", raw: Array(#"{"k":"v"}"#.utf8))
+        let step = Fixtures.exec(
+            ["sh", "-c", #"cat; printf '\n--ENV--\n'; env"#], environment: ["CUSTOM_FLAG": "yes"]
+        )
+        let outcome = await runner.run(step, context: Fixtures.context(document, attempt: 3))
+        #expect(outcome.result == .succeeded)
+        #expect(outcome.summary == "exit 0")
+        #expect(outcome.exitCode == 0)
+        let parts = text(outcome).components(separatedBy: "\n--ENV--\n")
+        try #require(parts.count == 2)
+        #expect(parts[0] == String(decoding: document.json(), as: UTF8.self))
+        let env = Set(parts[1].split(separator: "\n").map(String.init))
+        for line in [
+            "PIPEHOOK_EVENT_ID=evt_1", "PIPEHOOK_SOURCE=pipevideo", "PIPEHOOK_GENERATION_ID=gen_123",
+            "PIPEHOOK_STATUS=completed", "PIPEHOOK_OUTPUT_URL=https://cdn.example/v.mp4", "PIPEHOOK_ERROR_MESSAGE=",
+            "PIPEHOOK_FILE=", "PIPEHOOK_JOB_ID=job_42", "PIPEHOOK_ATTEMPT=3", "CUSTOM_FLAG=yes",
+            "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/tmp", "LANG=C.UTF-8",
+        ] {
+            #expect(env.contains(line), "missing \(line)")
+        }
+    }
+
+    @Test func environmentIsAWhitelistAndNeverInherited() async throws {
+        // A secret in the daemon's own process environment and one in the base environment.
+        setenv("PIPEHOOK_LEAK_CANARY", "canary-value", 1)
+        let base = Self.base.merging(["PIPEHOOK_SECRET": "whsec_topsecret", "AWS_SECRET_ACCESS_KEY": "aws-secret"]) { a, _ in a }
+        for runner in [ExecRunner(logger: Fixtures.logger, baseEnvironment: base), ExecRunner(logger: Fixtures.logger)] {
+            let outcome = await runner.run(Fixtures.exec(["env"]), context: Fixtures.context(Fixtures.document()))
+            #expect(outcome.result == .succeeded)
+            let output = text(outcome)
+            #expect(!output.contains("topsecret"))
+            #expect(!output.contains("aws-secret"))
+            #expect(!output.contains("canary-value"))
+            #expect(output.contains("PATH="))
+            let names = Set(output.split(separator: "\n").compactMap { $0.split(separator: "=", maxSplits: 1).first.map(String.init) })
+            let allowed: Set<String> = [
+                "PATH", "HOME", "LANG", "PIPEHOOK_EVENT_ID", "PIPEHOOK_SOURCE", "PIPEHOOK_GENERATION_ID", "PIPEHOOK_STATUS",
+                "PIPEHOOK_OUTPUT_URL", "PIPEHOOK_ERROR_MESSAGE", "PIPEHOOK_FILE", "PIPEHOOK_JOB_ID", "PIPEHOOK_ATTEMPT",
+            ]
+            #expect(names.isSubset(of: allowed), "unexpected variables: \(names.subtracting(allowed))")
+        }
+    }
+
+    @Test func nonZeroExitIsRetryable() async {
+        let outcome = await runner.run(Fixtures.exec(["sh", "-c", "echo failing >&2; exit 1"]), context: Fixtures.context(Fixtures.document()))
+        #expect(outcome.result == .retryable(retryAfter: nil))
+        #expect(outcome.summary == "exit 1")
+        #expect(outcome.exitCode == 1)
+        #expect(text(outcome) == "failing\n")
+    }
+
+    @Test func permanentExitCodeDeadLetters() async {
+        let step = Fixtures.exec(["sh", "-c", "exit 3"], permanentExitCodes: [3, 4])
+        let outcome = await runner.run(step, context: Fixtures.context(Fixtures.document()))
+        #expect(outcome.result == .permanent)
+        #expect(outcome.summary == "exit 3 (permanent)")
+        #expect(outcome.exitCode == 3)
+    }
+
+    @Test func deathBySignalIsRetryable() async {
+        let outcome = await runner.run(Fixtures.exec(["sh", "-c", "kill -9 $$"]), context: Fixtures.context(Fixtures.document()))
+        #expect(outcome.result == .retryable(retryAfter: nil))
+        #expect(outcome.summary == "killed by signal 9")
+    }
+
+    @Test func stdoutAndStderrAreMerged() async {
+        let outcome = await runner.run(
+            Fixtures.exec(["sh", "-c", "echo one; echo two >&2; echo three"]), context: Fixtures.context(Fixtures.document())
+        )
+        #expect(outcome.result == .succeeded)
+        #expect(text(outcome) == "one\ntwo\nthree\n")
+    }
+
+    @Test func timeoutKillsTheWholeProcessGroup() async throws {
+        // sh prints its own pid (= the process group id) and the background grandchild's pid.
+        let step = Fixtures.exec(["sh", "-c", "sleep 100 & echo $$ $!; sleep 100"], timeoutMilliseconds: 500)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let outcome = await runner.run(step, context: Fixtures.context(Fixtures.document()))
+        let elapsed = clock.now - start
+        #expect(outcome.result == .retryable(retryAfter: nil))
+        #expect(outcome.summary == "timed out after 500ms")
+        #expect(elapsed >= .milliseconds(500))
+        #expect(elapsed < .milliseconds(500) + .seconds(2) + .seconds(2), "took \(elapsed)")
+        let pids = text(outcome).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { pid_t($0) }
+        try #require(pids.count == 2)
+        #expect(await !stillAlive(pids[1], group: false), "grandchild \(pids[1]) survived")
+        #expect(await !stillAlive(pids[0], group: true), "process group \(pids[0]) survived")
+    }
+
+    @Test func sigtermIgnoredEndsInSigkill() async throws {
+        var runner = self.runner
+        runner.killGrace = .milliseconds(700)
+        let step = Fixtures.exec(["sh", "-c", "trap '' TERM; echo $$; sleep 100; sleep 100"], timeoutMilliseconds: 300)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let outcome = await runner.run(step, context: Fixtures.context(Fixtures.document()))
+        let elapsed = clock.now - start
+        #expect(outcome.result == .retryable(retryAfter: nil))
+        #expect(outcome.summary == "timed out after 300ms")
+        #expect(elapsed >= .milliseconds(1000), "SIGTERM should have been ignored; took \(elapsed)")
+        #expect(elapsed < .seconds(4), "took \(elapsed)")
+        let pgid = try #require(pid_t(text(outcome).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(await !stillAlive(pgid, group: true))
+    }
+
+    @Test func grandchildHoldingThePipesDoesNotHangANormalExit() async throws {
+        let step = Fixtures.exec(["sh", "-c", "sleep 100 & echo $!"], timeoutMilliseconds: 30_000)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let outcome = await runner.run(step, context: Fixtures.context(Fixtures.document()))
+        #expect(clock.now - start < .seconds(5))
+        #expect(outcome.result == .succeeded)
+        let grandchild = try #require(pid_t(text(outcome).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(await !stillAlive(grandchild, group: false), "leftover \(grandchild) survived the step")
+    }
+
+    @Test func largeStdinIsWrittenWithoutDeadlock() async throws {
+        let raw = [UInt8](repeating: UInt8(ascii: "a"), count: 1 << 20)  // 1 MiB, embedded as a JSON string
+        let document = Fixtures.document(raw: raw)
+        let size = document.json().count
+        #expect(size > 1 << 20)
+
+        let reader = await runner.run(Fixtures.exec(["wc", "-c"]), context: Fixtures.context(document))
+        #expect(reader.result == .succeeded)
+        #expect(text(reader).trimmingCharacters(in: .whitespacesAndNewlines) == String(size))
+
+        let ignorer = await runner.run(Fixtures.exec(["true"]), context: Fixtures.context(document))
+        #expect(ignorer.result == .succeeded)
+
+        let slowIgnorer = await runner.run(
+            Fixtures.exec(["sh", "-c", "sleep 0.3; echo done"]), context: Fixtures.context(document)
+        )
+        #expect(slowIgnorer.result == .succeeded)
+        #expect(text(slowIgnorer) == "done\n")
+    }
+
+    @Test func outputIsCappedAt64KiB() async {
+        let step = Fixtures.exec(["sh", "-c", "head -c 300000 /dev/zero; head -c 5000 /dev/zero >&2; echo tail"])
+        let outcome = await runner.run(step, context: Fixtures.context(Fixtures.document()))
+        #expect(outcome.result == .succeeded)
+        #expect(outcome.output.count == 64 * 1024)
+        #expect(outcome.output.count == StepOutcome.outputLimit)
+        #expect(outcome.output.allSatisfy { $0 == 0 })
+    }
+
+    @Test func missingCommandIsPermanent() async throws {
+        let byName = await runner.run(Fixtures.exec(["pipehook-no-such-command-xyz", "a"]), context: Fixtures.context(Fixtures.document()))
+        #expect(byName.result == .permanent)
+        #expect(byName.summary == "command not found: pipehook-no-such-command-xyz")
+
+        let byPath = await runner.run(Fixtures.exec(["/nonexistent/dir/tool"]), context: Fixtures.context(Fixtures.document()))
+        #expect(byPath.result == .permanent)
+        #expect(byPath.summary.contains("/nonexistent/dir/tool"))
+
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let script = directory + "/not-executable.sh"
+        try "#!/bin/sh\nexit 0\n".write(toFile: script, atomically: true, encoding: .utf8)
+        let notExecutable = await runner.run(Fixtures.exec([script]), context: Fixtures.context(Fixtures.document()))
+        #expect(notExecutable.result == .permanent)
+        #expect(notExecutable.summary.contains(script))
+
+        let empty = await runner.run(Fixtures.exec([""]), context: Fixtures.context(Fixtures.document()))
+        #expect(empty.result == .permanent)
+    }
+
+    @Test func hostileEnvironmentValuesDoNotBreakTheSpawn() async {
+        // NUL cannot travel in a C environment: it is dropped, the run still happens.
+        let document = Fixtures.document(errorMessage: "bad\u{0}news")
+        let outcome = await runner.run(
+            Fixtures.exec(
+                ["sh", "-c", #"printf '%s' "$PIPEHOOK_ERROR_MESSAGE""#], environment: ["1BAD": "x", "A=B": "y", "GOOD": "ok"]
+            ),
+            context: Fixtures.context(document)
+        )
+        #expect(outcome.result == .succeeded)
+        #expect(text(outcome) == "badnews")
+    }
+}
