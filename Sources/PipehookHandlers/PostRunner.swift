@@ -52,7 +52,8 @@ public struct PostRunner: Sendable {
                 + "Content-Type: application/octet-stream\r\n\r\n"
             ).utf8)
             let tail = Array("\r\n--\(boundary)--\r\n".utf8)
-            guard let size = (try? FileManager.default.attributesOfItem(atPath: artifact.file)[.size] as? NSNumber)?.int64Value else {
+            var info = stat()
+            guard stat(artifact.file, &info) == 0 else {
                 return StepOutcome(result: .retryable(retryAfter: nil), summary: "cannot read \(artifact.file)")
             }
             if let secret = step.secret {
@@ -67,7 +68,7 @@ public struct PostRunner: Sendable {
             }
             request.headers.add(name: "content-type", value: "multipart/form-data; boundary=\(boundary)")
             let parts = MultipartBody(head: head, file: artifact.file, tail: tail)
-            request.body = .stream(parts, length: .known(Int64(head.count + tail.count) + size))
+            request.body = .stream(parts, length: .known(Int64(head.count + tail.count) + Int64(info.st_size)))
         }
         if step.secret != nil {
             request.headers.add(name: "webhook-id", value: context.jobID)
@@ -115,8 +116,9 @@ enum FileChunks {
         guard let handle = FileHandle(forReadingAtPath: path) else { return false }
         defer { try? handle.close() }
         while true {
-            guard let data = try? handle.read(upToCount: size) else { return false }
-            if data.isEmpty { return true }
+            let chunk: Data?
+            do { chunk = try handle.read(upToCount: size) } catch { return false }
+            guard let data = chunk, !data.isEmpty else { return true }  // nil or empty: end of file
             data.withUnsafeBytes(body)
         }
     }

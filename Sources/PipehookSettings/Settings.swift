@@ -123,6 +123,14 @@ public struct ExecStep: Sendable, Equatable {
     public var environment: [String: String]
     public var permanentExitCodes: Set<Int32>
     public var concurrency: Int?
+
+    public init(command: [String], timeoutMilliseconds: Int64, environment: [String: String] = [:], permanentExitCodes: Set<Int32> = [], concurrency: Int? = nil) {
+        self.command = command
+        self.timeoutMilliseconds = timeoutMilliseconds
+        self.environment = environment
+        self.permanentExitCodes = permanentExitCodes
+        self.concurrency = concurrency
+    }
 }
 
 public struct DownloadStep: Sendable, Equatable {
@@ -131,6 +139,14 @@ public struct DownloadStep: Sendable, Equatable {
     public var maxBytes: Int64
     public var allowHTTP: Bool
     public var timeoutMilliseconds: Int64
+
+    public init(directory: String, pathTemplate: PathTemplate, maxBytes: Int64, allowHTTP: Bool, timeoutMilliseconds: Int64) {
+        self.directory = directory
+        self.pathTemplate = pathTemplate
+        self.maxBytes = maxBytes
+        self.allowHTTP = allowHTTP
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
 }
 
 public struct PostStep: Sendable {
@@ -139,6 +155,13 @@ public struct PostStep: Sendable {
     public var secret: SigningSecret?
     public var body: Body
     public var timeoutMilliseconds: Int64
+
+    public init(url: String, secret: SigningSecret?, body: Body, timeoutMilliseconds: Int64) {
+        self.url = url
+        self.secret = secret
+        self.body = body
+        self.timeoutMilliseconds = timeoutMilliseconds
+    }
 }
 
 /// A download path such as `{yyyy}/{mm}/{generation_id}.{ext}`, checked at load time.
