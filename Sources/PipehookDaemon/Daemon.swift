@@ -101,12 +101,12 @@ public enum Daemon {
         // SQLite serves one daemon: whatever it left running was interrupted by its stop.
         let requeued = try await store.requeueRunning(at: Int64(Date().timeIntervalSince1970 * 1000))
         if requeued > 0 { logger.notice("requeued jobs interrupted by the last stop", metadata: ["jobs": .stringConvertible(requeued)]) }
-        // Downloads may follow CDN redirects; re-POSTs never do (SPEC §5).
-        let downloadClient = HTTPClient(eventLoopGroupProvider: .singleton)
-        let postClient = PostRunner.makeClient()
+        // Neither client follows redirects by itself: downloads follow them one hop at a time
+        // after checking each (https only unless allow_http); re-POSTs never do (SPEC §5).
+        let httpClient = StepHTTP.makeClient()
         let exec = ExecRunner(logger: logger)
-        let download = DownloadRunner(httpClient: downloadClient, logger: logger)
-        let post = PostRunner(httpClient: postClient, logger: logger)
+        let download = DownloadRunner(httpClient: httpClient, logger: logger)
+        let post = PostRunner(httpClient: httpClient, logger: logger)
         let dispatcher = Dispatcher(
             store: store, routes: RouteTable(settings.routes),
             runners: StepRunners(
@@ -131,12 +131,10 @@ public enum Daemon {
         do {
             try await app.runService()
         } catch {
-            try? await downloadClient.shutdown()
-            try? await postClient.shutdown()
+            try? await httpClient.shutdown()
             throw error
         }
-        try? await downloadClient.shutdown()
-        try? await postClient.shutdown()
+        try? await httpClient.shutdown()
         logger.notice("stopped")
     }
 }

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import NIOCore
 import PipehookSettings
+import PipehookSignature
 import Synchronization
 
 #if canImport(Glibc)
@@ -180,7 +181,7 @@ public struct DownloadRunner: Sendable {
         // Stream into <final>.part.
         let partPath = final + ".part"
         let part = try PartFile(path: partPath)
-        let hasher = SHA256Stream()
+        let hasher = SHA256Hasher()
         var received: Int64 = 0
         do {
             for try await chunk in response.body {
@@ -205,12 +206,12 @@ public struct DownloadRunner: Sendable {
                     summary: "incomplete body: received \(received) of \(declared) bytes", httpStatus: status
                 )
             }
-            try part.syncAndClose()
+            try part.sync()
         } catch {
             part.discard()
             throw error
         }
-        let sha256 = hasher.finalize()
+        let sha256 = hasher.finalize().hexString
 
         // Same content already in place: leave it untouched (same inode, same mtime).
         var reused = false
@@ -220,6 +221,7 @@ public struct DownloadRunner: Sendable {
                 reused = true
             } else {
                 try Self.check(rename(partPath, final), "rename", final)
+                part.close()
                 try Self.syncDirectory(folder)
             }
         } catch {
@@ -332,7 +334,7 @@ public struct DownloadRunner: Sendable {
         let fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { return false }
         defer { close(fd) }
-        let hasher = SHA256Stream()
+        let hasher = SHA256Hasher()
         var buffer = [UInt8](repeating: 0, count: 64 * 1024)
         while true {
             let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -343,7 +345,7 @@ public struct DownloadRunner: Sendable {
             if count == 0 { break }
             buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
         }
-        return hasher.finalize() == sha256
+        return hasher.finalize().hexString == sha256
     }
 
     /// Temp file + fsync + rename + fsync of the folder. Skipped when the sidecar already has
@@ -354,8 +356,9 @@ public struct DownloadRunner: Sendable {
         let file = try PartFile(path: temporary)
         do {
             try contents.withUnsafeBytes { try file.append($0) }
-            try file.syncAndClose()
+            try file.sync()
             try check(rename(temporary, path), "rename", path)
+            file.close()
             try syncDirectory(folder)
         } catch {
             file.discard()
@@ -377,6 +380,11 @@ extension DownloadPath {
         }
         return fileExtension(urlPath: "", contentType: contentType)
     }
+}
+
+/// `close(2)`, callable where a `close()` method shadows it.
+private func systemClose(_ fd: Int32) -> Int32 {
+    close(fd)
 }
 
 /// The idle watchdog's error: nothing arrived for the step's timeout.
@@ -417,7 +425,9 @@ struct DownloadFileError: Error, CustomStringConvertible {
     var operation: String
     var path: String
     var code: Int32
-    var description: String { "\(operation) \(path): \(String(cString: strerror(code)))" }
+    var description: String {
+        code == EWOULDBLOCK ? "\(operation) \(path)" : "\(operation) \(path): \(String(cString: strerror(code)))"
+    }
 }
 
 /// A file being written (`<final>.part` or a sidecar temp): removed unless it was renamed away.
@@ -425,10 +435,24 @@ private final class PartFile {
     let path: String
     private var fd: Int32
 
+    /// Opens (creating) and locks the file, then truncates it. Two attempts that would write the
+    /// same path at once (two jobs for one generation) do not interleave: the second one fails
+    /// with `EWOULDBLOCK` ("in progress") without touching the first one's file.
     init(path: String) throws {
         self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard fd >= 0 else { throw DownloadFileError(operation: "create", path: path, code: errno) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            let code = errno
+            _ = systemClose(fd)
+            fd = -1
+            throw DownloadFileError(operation: code == EWOULDBLOCK ? "another attempt is writing" : "lock", path: path, code: code)
+        }
+        if ftruncate(fd, 0) != 0 {
+            let code = errno
+            discard()
+            throw DownloadFileError(operation: "truncate", path: path, code: code)
+        }
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) throws {
@@ -443,24 +467,28 @@ private final class PartFile {
         }
     }
 
-    func syncAndClose() throws {
-        guard fd >= 0 else { return }
+    func sync() throws {
         if fsync(fd) != 0 { throw DownloadFileError(operation: "fsync", path: path, code: errno) }
-        let result = close(fd)
-        fd = -1
-        if result != 0 { throw DownloadFileError(operation: "close", path: path, code: errno) }
     }
 
-    /// Closes (if open) and removes the file. Safe to call more than once.
-    func discard() {
+    /// Closes the descriptor, releasing the lock. Called only after the file was renamed into
+    /// place, so no other attempt can lock and truncate it in between.
+    func close() {
         if fd >= 0 {
-            close(fd)
+            _ = systemClose(fd)
             fd = -1
         }
-        unlink(path)
+    }
+
+    /// Removes the file (while still holding the lock), then closes. Safe to call more than once.
+    func discard() {
+        if fd >= 0 {
+            unlink(path)
+            close()
+        }
     }
 
     deinit {
-        if fd >= 0 { close(fd) }
+        close()
     }
 }

@@ -93,38 +93,44 @@ public struct ExecRunner: Sendable {
         let permanentExitCodes = step.permanentExitCodes
 
         // The attempt runs in its own task so that `run` can return at the hard deadline even if
-        // the library never does; the first of (attempt finished, hard deadline) resumes.
-        let attemptHandle = TaskHandle()
-        let outcome: StepOutcome = await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<StepOutcome, Never>) in
-                let once = ResumeOnce(continuation)
-                let deadline = Task {
-                    do { try await Task.sleep(for: hardDeadline) } catch { return }
-                    // Still here: the library did not come back after SIGKILL. Kill again, give up.
-                    state.killGroup(SIGKILL)
-                    attemptHandle.cancel()
-                    once.resume(
-                        StepOutcome(
-                            result: .retryable(retryAfter: nil),
-                            summary: "timed out after \(Self.format(timeout)) (process did not stop)",
-                            output: state.output()
-                        )
-                    )
-                }
-                attemptHandle.set(
-                    Task {
-                        let outcome = await Self.attempt(
-                            command: command, environment: environment, input: input, timeout: timeout, grace: grace,
-                            permanentExitCodes: permanentExitCodes, state: state
-                        )
-                        deadline.cancel()
-                        once.resume(outcome)
-                    }
+        // the library never does (a wedged spawn); the first of (attempt finished, hard deadline,
+        // cancellation + grace) decides the outcome.
+        let race = AttemptRace()
+        race.setAttempt(
+            Task {
+                let outcome = await Self.attempt(
+                    command: command, environment: environment, input: input, timeout: timeout, grace: grace,
+                    permanentExitCodes: permanentExitCodes, state: state
                 )
+                race.finish(outcome)
             }
-        } onCancel: {
-            attemptHandle.cancel()
+        )
+        let deadline = Task {
+            do { try await Task.sleep(for: hardDeadline) } catch { return }
+            // Still here: the library did not come back after SIGKILL. Kill again, give up.
+            state.killGroup(SIGKILL)
+            race.cancelAttempt()
+            race.finish(
+                StepOutcome(
+                    result: .retryable(retryAfter: nil),
+                    summary: "timed out after \(Self.format(timeout)) (process did not stop)", output: state.output()
+                )
+            )
         }
+        let margin = hardDeadlineMargin
+        let outcome = await withTaskCancellationHandler {
+            await withCheckedContinuation { race.wait($0) }
+        } onCancel: {
+            // Shutdown: the library tears the group down (SIGTERM, grace, SIGKILL); wait for
+            // that, but never longer than grace + margin.
+            race.cancelAttempt()
+            Task {
+                try? await Task.sleep(for: grace + margin)
+                state.killGroup(SIGKILL)
+                race.finish(StepOutcome(result: .retryable(retryAfter: nil), summary: "cancelled", output: state.output()))
+            }
+        }
+        deadline.cancel()
         logger.log(
             level: outcome.result == .succeeded ? .debug : .notice, "exec finished",
             metadata: ["summary": "\(outcome.summary)", "exit_code": "\(outcome.exitCode.map(String.init) ?? "-")"]
@@ -262,7 +268,7 @@ public struct ExecRunner: Sendable {
 
     // MARK: - Helpers
 
-    /// `KEY=value` rows. Keys that are empty or contain `=`/NUL are dropped; NUL in a value is
+    /// NUL-terminated `KEY=value` rows. Keys that are empty or contain `=`/NUL are dropped; NUL in a value is
     /// removed (a C environment cannot carry it).
     static func environmentRows(_ environment: [String: String]) -> [[UInt8]] {
         environment.keys.sorted().compactMap { key -> [UInt8]? in
@@ -270,7 +276,9 @@ public struct ExecRunner: Sendable {
             guard !keyBytes.isEmpty, !keyBytes.contains(UInt8(ascii: "=")), !keyBytes.contains(0),
                 !(UInt8(ascii: "0")...UInt8(ascii: "9")).contains(keyBytes[0])
             else { return nil }
-            return keyBytes + [UInt8(ascii: "=")] + environment[key]!.utf8.filter { $0 != 0 }
+            // The trailing NUL is required: swift-subprocess 1.0.2 `strdup`s each raw row as is,
+            // so an unterminated row reads past its end.
+            return keyBytes + [UInt8(ascii: "=")] + environment[key]!.utf8.filter { $0 != 0 } + [0]
         }
     }
 
@@ -333,8 +341,9 @@ private final class ExecState: Sendable {
         if let pid { _ = kill(-pid, SIGTERM) }
     }
 
+    /// Signals the group unless the attempt already finished (then `finished()` swept it).
     func killGroup(_ signal: Int32) {
-        let pid = inner.withLock { state -> pid_t? in state.pid }
+        let pid = inner.withLock { state -> pid_t? in state.finished ? nil : state.pid }
         if let pid { _ = kill(-pid, signal) }
     }
 
@@ -359,40 +368,51 @@ private final class ExecState: Sendable {
     func output() -> [UInt8] { inner.withLock { $0.output } }
 }
 
-/// The attempt's task, cancellable before it is even stored (cancellation then applies on `set`).
-private final class TaskHandle: Sendable {
-    private let state = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+/// The outcome of one attempt, decided once by whichever finishes first, and the attempt's task.
+private final class AttemptRace: Sendable {
+    private struct State {
+        var continuation: CheckedContinuation<StepOutcome, Never>?
+        var outcome: StepOutcome?
+        var attempt: Task<Void, Never>?
+        var cancelled = false
+    }
 
-    func set(_ task: Task<Void, Never>) {
+    private let state = Mutex(State())
+
+    /// The first call wins; later ones are ignored.
+    func finish(_ outcome: StepOutcome) {
+        let continuation = state.withLock { state -> CheckedContinuation<StepOutcome, Never>? in
+            guard state.outcome == nil else { return nil }
+            state.outcome = outcome
+            defer { state.continuation = nil }
+            return state.continuation
+        }
+        continuation?.resume(returning: outcome)
+    }
+
+    /// Called once, from `withCheckedContinuation`.
+    func wait(_ continuation: CheckedContinuation<StepOutcome, Never>) {
+        let outcome = state.withLock { state -> StepOutcome? in
+            if let outcome = state.outcome { return outcome }
+            state.continuation = continuation
+            return nil
+        }
+        if let outcome { continuation.resume(returning: outcome) }
+    }
+
+    func setAttempt(_ task: Task<Void, Never>) {
         let cancelled = state.withLock { state -> Bool in
-            state.task = task
+            state.attempt = task
             return state.cancelled
         }
         if cancelled { task.cancel() }
     }
 
-    func cancel() {
+    func cancelAttempt() {
         let task = state.withLock { state -> Task<Void, Never>? in
             state.cancelled = true
-            return state.task
+            return state.attempt
         }
         task?.cancel()
-    }
-}
-
-/// Resumes a continuation exactly once, whichever side gets there first.
-private final class ResumeOnce<Value: Sendable>: Sendable {
-    private let continuation: Mutex<CheckedContinuation<Value, Never>?>
-
-    init(_ continuation: CheckedContinuation<Value, Never>) {
-        self.continuation = Mutex(continuation)
-    }
-
-    func resume(_ value: Value) {
-        let taken = continuation.withLock { stored -> CheckedContinuation<Value, Never>? in
-            defer { stored = nil }
-            return stored
-        }
-        taken?.resume(returning: value)
     }
 }

@@ -20,13 +20,6 @@ public struct PostRunner: Sendable {
         self.now = now
     }
 
-    public static func makeClient() -> HTTPClient {
-        var configuration = HTTPClient.Configuration()
-        configuration.redirectConfiguration = .disallow
-        configuration.decompression = .disabled
-        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-    }
-
     public func run(_ step: PostStep, context: StepContext) async -> StepOutcome {
         let document = context.document.json()
         var request = HTTPClientRequest(url: step.url)
@@ -104,6 +97,17 @@ public struct PostRunner: Sendable {
     static func describe(_ error: any Error) -> String {
         if let error = error as? HTTPClientError { return String(describing: error) }
         return String(describing: type(of: error)) + ": " + String(describing: error)
+    }
+}
+
+public enum StepHTTP {
+    /// The client steps use: it never follows a redirect by itself (re-POSTs must not; downloads
+    /// follow them one checked hop at a time). The caller shuts it down.
+    public static func makeClient() -> HTTPClient {
+        var configuration = HTTPClient.Configuration()
+        configuration.redirectConfiguration = .disallow
+        configuration.decompression = .disabled
+        return HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
     }
 }
 

@@ -1,29 +1,33 @@
 import CLibCrypto
 
-/// Incremental SHA-256 over system libcrypto's EVP digest API (not deprecated in OpenSSL 3).
-public struct SHA256Hasher: ~Copyable {
+/// Incremental SHA-256 over system libcrypto's EVP digest API (not deprecated in OpenSSL 3),
+/// for hashing downloads while they stream. One instance per hash, used by one task at a time.
+public final class SHA256Hasher {
     private let context: OpaquePointer
 
     public init() {
-        context = EVP_MD_CTX_new()
+        guard let context = EVP_MD_CTX_new() else { preconditionFailure("EVP_MD_CTX_new failed") }
+        self.context = context
         precondition(EVP_DigestInit_ex(context, EVP_sha256(), nil) == 1, "EVP_DigestInit_ex failed")
     }
 
     deinit { EVP_MD_CTX_free(context) }
 
-    public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        guard bytes.count > 0 else { return }
-        precondition(EVP_DigestUpdate(context, bytes.baseAddress, bytes.count) == 1, "EVP_DigestUpdate failed")
+    public func update(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        precondition(EVP_DigestUpdate(context, base, bytes.count) == 1, "EVP_DigestUpdate failed")
     }
 
-    public mutating func update(_ bytes: [UInt8]) {
+    public func update(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { update($0) }
     }
 
-    public consuming func finalize() -> [UInt8] {
+    /// The 32-byte digest. Call once.
+    public func finalize() -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
-        out.withUnsafeMutableBytes { _ = EVP_DigestFinal_ex(context, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), &length) }
+        let ok = out.withUnsafeMutableBytes { EVP_DigestFinal_ex(context, $0.baseAddress?.assumingMemoryBound(to: UInt8.self), &length) }
+        precondition(ok == 1 && length == 32, "EVP_DigestFinal_ex failed")
         return out
     }
 }
@@ -31,7 +35,7 @@ public struct SHA256Hasher: ~Copyable {
 /// Incremental HMAC-SHA256 (RFC 2104 over `SHA256Hasher`), for signing bodies that are streamed
 /// from disk and never held in memory whole.
 public struct StreamingHMAC: ~Copyable {
-    private var inner = SHA256Hasher()
+    private let inner = SHA256Hasher()
     private let outerKey: [UInt8]
 
     public init(key: [UInt8]) {
@@ -46,7 +50,7 @@ public struct StreamingHMAC: ~Copyable {
 
     public consuming func finalize() -> [UInt8] {
         let innerDigest = inner.finalize()
-        var outer = SHA256Hasher()
+        let outer = SHA256Hasher()
         outer.update(outerKey)
         outer.update(innerDigest)
         return outer.finalize()

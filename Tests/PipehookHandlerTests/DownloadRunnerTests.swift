@@ -41,6 +41,16 @@ struct ServerFailure: Error {}
 
     static let normal = payload(200_000)
     static let streamed = payload(300_000, seed: 3)
+    static let hugeSize = 128 << 20
+
+    /// Peak resident set size of this process so far, in bytes (Linux).
+    static func peakRSS() -> Int? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return nil }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            return line.split(separator: " ").dropFirst().first.flatMap { Int($0) }.map { $0 * 1024 }
+        }
+        return nil
+    }
 
     static func sha256(_ bytes: [UInt8]) -> String {
         bytes.withUnsafeBytes { Crypto.sha256($0) }.hexString
@@ -123,6 +133,18 @@ struct ServerFailure: Error {}
             var headers: HTTPFields = [:]
             if code == 429 { headers[.retryAfter] = "7" }
             return Response(status: .init(code: code), headers: headers)
+        }
+        router.get("huge") { _, _ -> Response in
+            hits.hit("huge")
+            // 128 MiB, streamed with Content-Length, from one reused 64 KiB chunk.
+            let chunk = ByteBuffer(bytes: Self.payload(65_536, seed: 11))
+            return Response(
+                status: .ok, headers: [.contentType: "video/mp4"],
+                body: ResponseBody(contentLength: Self.hugeSize) { writer in
+                    for _ in 0..<(Self.hugeSize / 65_536) { try await writer.write(chunk) }
+                    try await writer.finish(nil)
+                }
+            )
         }
         router.get("redirect") { _, _ -> Response in
             hits.hit("redirect")
@@ -433,6 +455,56 @@ struct ServerFailure: Error {}
             )
             #expect(outcome.result == .retryable(retryAfter: nil), "\(outcome.summary)")
             #expect(Fixtures.files(under: directory).isEmpty)
+        }
+    }
+    @Test func concurrentAttemptsOnOnePathDoNotInterleave() async throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try await withServer { base, hits in
+            try await withClient { client in
+                let runner = DownloadRunner(httpClient: client, logger: Fixtures.logger)
+                let slowStep = try Fixtures.download(directory: directory, template: "{generation_id}.{ext}", timeoutMilliseconds: 10_000)
+                let context = Fixtures.context(Fixtures.document(outputURL: base + "/slow"))
+                async let first = runner.run(slowStep, context: context)
+                // Wait until the first attempt holds <final>.part.
+                let clock = ContinuousClock()
+                let end = clock.now + .seconds(2)
+                while !FileManager.default.fileExists(atPath: directory + "/gen_123.mp4.part"), clock.now < end {
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let second = await runner.run(slowStep, context: context)
+                #expect(second.result == .retryable(retryAfter: nil))
+                #expect(second.summary.contains("another attempt is writing"), "\(second.summary)")
+                let firstOutcome = await first
+                #expect(firstOutcome.result == .succeeded, "\(firstOutcome.summary)")
+                #expect(firstOutcome.artifact?.bytes == 2_000)
+                #expect(hits.count("slow") == 2)
+                #expect(Fixtures.files(under: directory) == ["gen_123.mp4", "gen_123.mp4.json"])
+            }
+        }
+    }
+    @Test func memoryStaysFlatForALargeBody() async throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try await withServer { base, _ in
+            try await withClient { client in
+                let runner = DownloadRunner(httpClient: client, logger: Fixtures.logger)
+                let before = try #require(Self.peakRSS())
+                let outcome = await runner.run(
+                    try Fixtures.download(directory: directory, maxBytes: 1 << 30),
+                    context: Fixtures.context(Fixtures.document(outputURL: base + "/huge"))
+                )
+                let after = try #require(Self.peakRSS())
+                #expect(outcome.result == .succeeded, "\(outcome.summary)")
+                let artifact = try #require(outcome.artifact)
+                #expect(artifact.bytes == Int64(Self.hugeSize))
+                // Collecting the body would add 128 MiB to the peak; streaming adds a few chunks.
+                #expect(after - before < 48 << 20, "peak RSS grew by \((after - before) >> 20) MiB")
+                // An independent hash of the saved file.
+                let check = await ExecRunner(logger: Fixtures.logger, baseEnvironment: ["PATH": "/usr/bin:/bin"])
+                    .run(Fixtures.exec(["sha256sum", artifact.file]), context: Fixtures.context(Fixtures.document()))
+                #expect(String(decoding: check.output, as: UTF8.self).hasPrefix(artifact.sha256 + " "))
+            }
         }
     }
 }

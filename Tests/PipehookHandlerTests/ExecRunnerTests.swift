@@ -207,4 +207,20 @@ import Darwin
         #expect(outcome.result == .succeeded)
         #expect(text(outcome) == "badnews")
     }
+    @Test func cancellingTheCallerTearsDownTheGroup() async throws {
+        var runner = self.runner
+        runner.killGrace = .milliseconds(500)
+        let step = Fixtures.exec(["sh", "-c", "echo $$; sleep 100 & sleep 100"], timeoutMilliseconds: 60_000)
+        let clock = ContinuousClock()
+        let start = clock.now
+        let task = Task { await runner.run(step, context: Fixtures.context(Fixtures.document())) }
+        try await Task.sleep(for: .milliseconds(300))
+        task.cancel()
+        let outcome = await task.value
+        #expect(clock.now - start < .seconds(4))
+        #expect(outcome.result == .retryable(retryAfter: nil))
+        #expect(outcome.summary == "cancelled")
+        let pgid = try #require(pid_t(text(outcome).trimmingCharacters(in: .whitespacesAndNewlines)))
+        #expect(await !stillAlive(pgid, group: true))
+    }
 }

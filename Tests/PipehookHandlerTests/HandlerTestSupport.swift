@@ -2,7 +2,7 @@ import Foundation
 import Logging
 import PipehookHandlers
 import PipehookLifecycle
-@testable import PipehookSettings
+import PipehookSettings
 
 enum Fixtures {
     static let logger = Logger(label: "pipehook.handler-tests")

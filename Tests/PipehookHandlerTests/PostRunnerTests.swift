@@ -74,7 +74,7 @@ import Testing
         let app = Application(router: receiver.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { test in
             let port = try #require(test.port)
-            let http = PostRunner.makeClient()
+            let http = StepHTTP.makeClient()
             let runner = PostRunner(httpClient: http, logger: Logger(label: "test"))
             receiver.script.withLock { $0["a"] = [.internalServerError] }
             let first = await runner.run(Self.step("http://127.0.0.1:\(port)/hook/a"), context: Self.context())
@@ -106,7 +106,7 @@ import Testing
         let app = Application(router: receiver.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { test in
             let port = try #require(test.port)
-            let http = PostRunner.makeClient()
+            let http = StepHTTP.makeClient()
             let runner = PostRunner(httpClient: http, logger: Logger(label: "test"))
             receiver.script.withLock { $0["s"] = [status] }
             let outcome = await runner.run(Self.step("http://127.0.0.1:\(port)/hook/s"), context: Self.context())
@@ -119,7 +119,7 @@ import Testing
     }
 
     @Test func connectionRefusedIsRetryable() async throws {
-        let http = PostRunner.makeClient()
+        let http = StepHTTP.makeClient()
         let runner = PostRunner(httpClient: http, logger: Logger(label: "test"))
         let outcome = await runner.run(Self.step("http://127.0.0.1:1/hook/x"), context: Self.context())
         #expect(outcome.result == .retryable(retryAfter: nil))
@@ -140,7 +140,7 @@ import Testing
         let app = Application(router: receiver.router(), configuration: .init(address: .hostname("127.0.0.1", port: 0)))
         try await app.test(.live) { test in
             let port = try #require(test.port)
-            let http = PostRunner.makeClient()
+            let http = StepHTTP.makeClient()
             let runner = PostRunner(httpClient: http, logger: Logger(label: "test"))
             let outcome = await runner.run(Self.step("http://127.0.0.1:\(port)/hook/m", body: .multipart), context: context)
             #expect(outcome.result == .succeeded, "\(outcome.summary)")
@@ -157,7 +157,7 @@ import Testing
         }
         var noFile = Self.context()
         noFile.document.artifact = nil
-        let http = PostRunner.makeClient()
+        let http = StepHTTP.makeClient()
         let outcome = await PostRunner(httpClient: http, logger: Logger(label: "test")).run(Self.step("http://127.0.0.1:1/x", body: .multipart), context: noFile)
         #expect(outcome.result == .permanent)
         try await http.shutdown()
