@@ -26,6 +26,7 @@ import Testing
             env > "$OUT_DIR/$PIPEHOOK_GENERATION_ID.env"
             echo "attempt $PIPEHOOK_ATTEMPT job $PIPEHOOK_JOB_ID" >> "$OUT_DIR/runs-$PIPEHOOK_GENERATION_ID"
             if [ "$PIPEHOOK_GENERATION_ID" = gen_slow ] && [ ! -f "$OUT_DIR/slept" ]; then touch "$OUT_DIR/slept"; sleep 30; fi
+            if [ "$PIPEHOOK_GENERATION_ID" = gen_graceful ]; then sleep 1; fi
             echo done >> "$OUT_DIR/finished-$PIPEHOOK_GENERATION_ID"
             """.write(toFile: script, atomically: true, encoding: .utf8)
         chmod(script, 0o755)
@@ -85,8 +86,24 @@ import Testing
         let listed = try await pipehook(["jobs", "--state", "succeeded", "--json", "--config", configPath], directory: dir.path, environment: environment)
         #expect((try JSONSerialization.jsonObject(with: Data(listed.stdout.utf8)) as? [Any])?.count == 2)
 
-        // A graceful stop lets the daemon finish cleanly.
+        // Killed with jobs still pending: after restart each runs to the end, once.
+        let batch = (0..<6).map { "gen_batch\($0)" }
+        for generation in batch { try await send(generation, "completed") }
+        server.kill(SIGKILL)
+        server = try RunningPipehook(["serve", "--config", configPath], directory: dir.path, environment: environment)
+        port = try await server.waitForPort()
+        try await waitFor("the pending batch to finish") { batch.allSatisfy { !lines(out + "/finished-\($0)").isEmpty } }
+        for generation in batch {
+            // At most one extra run, and only of a step that the kill interrupted.
+            #expect(lines(out + "/finished-\(generation)").count == 1)
+            #expect((1...2).contains(lines(out + "/runs-\(generation)").count))
+        }
+
+        // SIGTERM while a step runs: the step finishes within the grace period, then a clean exit.
+        try await send("gen_graceful", "completed")
+        try await waitFor("gen_graceful to start") { !lines(out + "/runs-gen_graceful").isEmpty }
         server.kill(SIGTERM)
-        #expect(server.process.terminationStatus == 0)
+        #expect(server.process.terminationStatus == 0, "\(server.stderr)")
+        #expect(lines(out + "/finished-gen_graceful").count == 1)
     }
 }
