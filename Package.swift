@@ -75,7 +75,7 @@ let package = Package(
         .target(
             name: "PipehookHandlers",
             dependencies: [
-                "PipehookLifecycle", "PipehookSettings", "PipehookSignature",
+                "PipehookLifecycle", "PipehookSettings", "PipehookSignature", "PipehookStore",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),

@@ -204,8 +204,7 @@ public final class Dispatcher: Service {
         }
         switch outcome.result {
         case .succeeded:
-            let artifact = outcome.artifact.map { JobArtifact(file: $0.file, sha256: $0.sha256, bytes: $0.bytes) }
-            return (result(.succeeded), .advance(artifact: artifact, done: isLast))
+            return (result(.succeeded), .advance(artifact: outcome.artifact, done: isLast))
         case .permanent:
             return (result(.dead), .dead(error: outcome.summary))
         case .retryable(let retryAfter):
@@ -260,7 +259,7 @@ public final class Dispatcher: Service {
             eventID: event.eventID, source: event.source, type: event.eventType, generationID: event.generationID,
             status: event.status, previousStatus: event.previousStatus, outputURL: event.outputURL,
             errorMessage: event.errorMessage, receivedAt: event.receivedAt,
-            artifact: artifact.map { Artifact(file: $0.file, sha256: $0.sha256, bytes: $0.bytes) }, raw: event.raw
+            artifact: artifact, raw: event.raw
         )
     }
 }

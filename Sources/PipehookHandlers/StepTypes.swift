@@ -1,5 +1,6 @@
 import Foundation
 import PipehookLifecycle
+import PipehookStore
 
 /// The JSON document every step receives (SPEC §5). `file`, `sha256` and `bytes` are set once an
 /// earlier download step of the same job saved the video; `raw` is the original payload.
@@ -72,17 +73,8 @@ public struct EventDocument: Sendable, Equatable {
     }
 }
 
-/// What a download step leaves for the steps after it.
-public struct Artifact: Sendable, Equatable, Codable {
-    public var file: String
-    public var sha256: String
-    public var bytes: Int64
-    public init(file: String, sha256: String, bytes: Int64) {
-        self.file = file
-        self.sha256 = sha256
-        self.bytes = bytes
-    }
-}
+/// What a download step leaves for the steps after it (the same value the job keeps).
+public typealias Artifact = JobArtifact
 
 /// Everything a step run needs besides its own configuration.
 public struct StepContext: Sendable {
