@@ -174,4 +174,38 @@ import Testing
         #expect(try await store.unrecognized(limit: 10).isEmpty)
         #expect(try await store.jobs(state: .pending, limit: 10).count == 3)
     }
+
+    /// A step with `concurrency: 1` never runs twice at once, even with several jobs due.
+    @Test func stepConcurrencyCapHolds() async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        for i in 0..<5 { try await completed(store, generation: "g\(i)", id: "m\(i)") }
+        let routes = Self.routes("""
+            routes:
+              - name: r
+                on: [completed]
+                steps:
+                  - exec: {command: [slow], concurrency: 1}
+            """)
+        final class Gauge: Sendable {
+            let running = Atomic<Int>(0)
+            let highest = Atomic<Int>(0)
+        }
+        let gauge = Gauge()
+        let runners = StepRunners(
+            exec: { _, _ in
+                let now = gauge.running.add(1, ordering: .acquiringAndReleasing).newValue
+                _ = gauge.highest.max(now, ordering: .acquiringAndReleasing)
+                try? await Task.sleep(for: .milliseconds(30))
+                gauge.running.subtract(1, ordering: .acquiringAndReleasing)
+                return StepOutcome(result: .succeeded, summary: "ok")
+            },
+            download: { _, _ in StepOutcome(result: .permanent, summary: "unused") },
+            post: { _, _ in StepOutcome(result: .permanent, summary: "unused") }
+        )
+        let dispatcher = Dispatcher(store: store, routes: RouteTable(routes), runners: runners, logger: Fixture.logger, options: options())
+        try await drive(dispatcher) { (try? await store.jobs(state: .succeeded, limit: 10).count) == 5 }
+        #expect(try await store.jobs(state: .succeeded, limit: 10).count == 5)
+        #expect(gauge.highest.load(ordering: .acquiring) == 1)
+    }
 }
