@@ -100,6 +100,7 @@ let package = Package(
                 "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookSettings",
                 "PipehookStore", "PipehookSQLite", "PipehookHTTP", "PipehookHandlers", "PipehookDispatch",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
