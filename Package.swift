@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // System OpenSSL libcrypto: HMAC-SHA256, SHA-256, constant-time compare.
@@ -45,6 +48,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The exported series, through an injected MetricsFactory (Prometheus in the daemon).
+        .target(
+            name: "PipehookMetrics",
+            dependencies: ["PipehookLifecycle", .product(name: "CoreMetrics", package: "swift-metrics")],
+            swiftSettings: strict
+        ),
         // The store protocol and its value types; knows no database.
         .target(name: "PipehookStore", dependencies: ["PipehookLifecycle", "PipehookFormats"], swiftSettings: strict),
         // SQLite implementation of the store (GRDB, WAL, group commit).
@@ -62,7 +71,7 @@ let package = Package(
         .target(
             name: "PipehookHTTP",
             dependencies: [
-                "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookStore",
+                "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookStore", "PipehookMetrics",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
@@ -87,7 +96,7 @@ let package = Package(
         .target(
             name: "PipehookDispatch",
             dependencies: [
-                "PipehookStore", "PipehookSettings", "PipehookHandlers", "PipehookLifecycle",
+                "PipehookStore", "PipehookSettings", "PipehookHandlers", "PipehookLifecycle", "PipehookMetrics",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -101,6 +110,11 @@ let package = Package(
                 "PipehookStore", "PipehookSQLite", "PipehookHTTP", "PipehookHandlers", "PipehookDispatch",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                "PipehookMetrics",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -138,6 +152,7 @@ let package = Package(
             dependencies: [
                 "pipehook", "PipehookDaemon", "PipehookSQLite", "PipehookHTTP", "PipehookStore",
                 "PipehookSignature", "PipehookSettings", "PipehookDispatch", "PipehookHandlers", "PipehookFormats",
+                "PipehookMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

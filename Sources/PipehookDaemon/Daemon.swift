@@ -5,6 +5,8 @@ import AsyncHTTPClient
 import PipehookDispatch
 import PipehookHandlers
 import PipehookHTTP
+import PipehookMetrics
+import Prometheus
 import PipehookSettings
 import PipehookSQLite
 import PipehookStore
@@ -14,6 +16,23 @@ import ServiceLifecycle
 public struct CommandFailure: Error, CustomStringConvertible {
     public var description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// A private Prometheus registry and the series pipehook records into it. Not the global
+/// MetricsSystem: a process may build several applications (tests do).
+public struct Telemetry: Sendable {
+    public let registry = PrometheusCollectorRegistry()
+    public let metrics: PipehookMetrics
+
+    public init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.defaultDurationHistogramBuckets = [
+            .microseconds(250), .microseconds(500), .milliseconds(1), .milliseconds(2), .milliseconds(5),
+            .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100), .milliseconds(250),
+            .milliseconds(500), .seconds(1), .seconds(2.5), .seconds(5), .seconds(10), .seconds(30), .seconds(60), .seconds(300),
+        ]
+        metrics = PipehookMetrics(factory: factory)
+    }
 }
 
 /// Composition root: settings → store → HTTP intake → one service group.
@@ -53,15 +72,20 @@ public enum Daemon {
     /// Builds the application without running it, so tests can drive it in-process.
     public static func application(
         settings: Settings, store: any WebhookStore, services: [any Service] = [], logger: Logger,
+        metrics: Telemetry? = nil, intakeConfiguration box: IntakeConfigurationBox? = nil,
         onJobsCreated: @escaping @Sendable () -> Void = {},
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let intake = WebhookIntake(
-            store: store, configuration: IntakeConfigurationBox(intakeConfiguration(settings)), logger: logger,
-            onJobsCreated: onJobsCreated
+            store: store, configuration: box ?? IntakeConfigurationBox(intakeConfiguration(settings)), logger: logger,
+            metrics: metrics?.metrics ?? .discarding, onJobsCreated: onJobsCreated
         )
+        var metricsText: (@Sendable () -> [UInt8])?
+        if let registry = metrics?.registry {
+            metricsText = { registry.emitToBuffer() }
+        }
         return Application(
-            router: HTTPRoutes.router(intake: intake),
+            router: HTTPRoutes.router(intake: intake, metricsText: metricsText),
             server: HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds),
             configuration: ApplicationConfiguration(
                 address: .hostname(settings.listen.host, port: settings.listen.port),
@@ -74,7 +98,7 @@ public enum Daemon {
     }
 
     /// `pipehook serve`: runs until SIGTERM/SIGINT, then drains in-flight requests.
-    public static func serve(_ loaded: SettingsLoader.Loaded, logger: Logger) async throws {
+    public static func serve(_ loaded: SettingsLoader.Loaded, logger: Logger, logControl: LogControl? = nil) async throws {
         let settings = loaded.settings
         if settings.tls != nil {
             throw CommandFailure("tls: TLS is not available in this version yet; terminate TLS in a proxy or remove the tls key")
@@ -107,20 +131,28 @@ public enum Daemon {
         let exec = ExecRunner(logger: logger)
         let download = DownloadRunner(httpClient: httpClient, logger: logger)
         let post = PostRunner(httpClient: httpClient, logger: logger)
+        let telemetry = Telemetry()
+        let routeTable = RouteTable(settings.routes)
+        let intakeBox = IntakeConfigurationBox(intakeConfiguration(settings))
         let dispatcher = Dispatcher(
-            store: store, routes: RouteTable(settings.routes),
+            store: store, routes: routeTable,
             runners: StepRunners(
                 exec: { await exec.run($0, context: $1) },
                 download: { await download.run($0, context: $1) },
                 post: { await post.run($0, context: $1) }
             ),
-            logger: logger
+            logger: logger, metrics: telemetry.metrics
         )
         // Shutdown runs in reverse: the server stops taking requests first, then running steps
         // get their grace period, then the store's checkpointer stops.
+        var configPath: String?
+        if case .file(let path) = loaded.origin { configPath = path }
+        let reload = ReloadService(
+            configPath: configPath, initial: settings, intake: intakeBox, routes: routeTable, logControl: logControl, logger: logger
+        )
         let app = application(
-            settings: settings, store: store, services: storeServices + [dispatcher], logger: logger,
-            onJobsCreated: { dispatcher.notify() }
+            settings: settings, store: store, services: storeServices + [dispatcher, reload], logger: logger,
+            metrics: telemetry, intakeConfiguration: intakeBox, onJobsCreated: { dispatcher.notify() }
         ) { port in
             logger.notice("listening", metadata: [
                 "host": .string(settings.listen.host), "port": .stringConvertible(port),

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Logging
 import PipehookHTTP
 import PipehookSettings
@@ -113,15 +114,62 @@ enum LogClock {
     }
 }
 
+/// The log format and level in force; `SIGHUP` changes them without re-bootstrapping.
+public final class LogControl: Sendable {
+    private let state: Mutex<(format: LogFormat, level: Logger.Level)>
+
+    init(format: LogFormat, level: LogLevel) {
+        state = Mutex((format, Logger.Level(rawValue: level.rawValue) ?? .info))
+    }
+
+    public func update(format: LogFormat, level: LogLevel) {
+        state.withLock { $0 = (format, Logger.Level(rawValue: level.rawValue) ?? .info) }
+    }
+
+    var current: (format: LogFormat, level: Logger.Level) { state.withLock { $0 } }
+}
+
+/// Writes JSON or text lines as `LogControl` says at the moment of each line.
+struct ControlledLogHandler: LogHandler {
+    let control: LogControl
+    var json: JSONLogHandler
+    var text: TextLogHandler
+
+    init(label: String, control: LogControl) {
+        self.control = control
+        json = JSONLogHandler(label: label, level: .trace)
+        text = TextLogHandler(level: .trace)
+    }
+
+    var metadata: Logger.Metadata {
+        get { json.metadata }
+        set { json.metadata = newValue; text.metadata = newValue }
+    }
+
+    var logLevel: Logger.Level {
+        get { control.current.level }
+        set {}  // the level is the configuration's, changed by reload
+    }
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { json[metadataKey: key] }
+        set { json[metadataKey: key] = newValue; text[metadataKey: key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        switch control.current.format {
+        case .json: json.log(event: event)
+        case .text: text.log(event: event)
+        }
+    }
+}
+
 public enum LogSetup {
     /// Called once per process, by `main` only (swift-log traps on a second bootstrap).
-    public static func bootstrap(format: LogFormat, level: LogLevel) {
-        let level = Logger.Level(rawValue: level.rawValue) ?? .info
-        LoggingSystem.bootstrap { label in
-            switch format {
-            case .json: JSONLogHandler(label: label, level: level)
-            case .text: TextLogHandler(level: level)
-            }
-        }
+    @discardableResult
+    public static func bootstrap(format: LogFormat, level: LogLevel) -> LogControl {
+        let control = LogControl(format: format, level: level)
+        LoggingSystem.bootstrap { label in ControlledLogHandler(label: label, control: control) }
+        return control
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PipehookHandlers
 import PipehookLifecycle
+import PipehookMetrics
 import PipehookSettings
 import PipehookStore
 import ServiceLifecycle
@@ -56,6 +57,7 @@ public final class Dispatcher: Service {
     let routes: RouteTable
     let runners: StepRunners
     let logger: Logger
+    let metrics: PipehookMetrics
     let options: Options
     let owner: String
     let now: @Sendable () -> Int64
@@ -65,10 +67,11 @@ public final class Dispatcher: Service {
     private let limiters = Mutex<[String: Limiter]>([:])
 
     public init(
-        store: any JobStore, routes: RouteTable, runners: StepRunners, logger: Logger, options: Options = Options(),
-        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        store: any JobStore, routes: RouteTable, runners: StepRunners, logger: Logger, metrics: PipehookMetrics = .discarding,
+        options: Options = Options(), now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
     ) {
         self.store = store
+        self.metrics = metrics
         self.routes = routes
         self.runners = runners
         self.logger = logger
@@ -113,6 +116,9 @@ public final class Dispatcher: Service {
     }
 
     private func claimAndStart(in group: inout DiscardingTaskGroup) async {
+        if let counts = try? await store.jobCounts() {
+            metrics.jobsWaiting(pending: counts[.pending] ?? 0, dead: counts[.dead] ?? 0)
+        }
         let free = options.workers - inFlight.load(ordering: .acquiring)
         guard free > 0 else { return }
         let claimed: [ClaimedJob]
@@ -187,6 +193,12 @@ public final class Dispatcher: Service {
             }
             let elapsed = ContinuousClock.now - started
             let (result, disposition) = decide(outcome, step: step, attempt: attempt, isLast: index == route.steps.count - 1)
+            let stepLabel = "\(index)-\(step.kind)"
+            metrics.attempt(route: route.name, step: stepLabel, result: result.outcome.rawValue,
+                            nanoseconds: elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+            if case .download = step.action, let artifact = outcome.artifact, outcome.result == .succeeded {
+                metrics.downloaded(route: route.name, bytes: artifact.bytes)
+            }
             metadata["outcome"] = .string(result.outcome.rawValue)
             metadata["summary"] = .string(outcome.summary)
             metadata["duration_ms"] = .stringConvertible(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
@@ -232,8 +244,12 @@ public final class Dispatcher: Service {
             }
             let updated = try await store.finishAttempt(id, jobID: job.id, owner: owner, result: result, disposition: disposition, at: now())
             switch updated.state {
-            case .succeeded: logger.info("job succeeded", metadata: metadata)
-            case .dead: logger.error("job dead", metadata: metadata)
+            case .succeeded:
+                metrics.jobFinished(route: job.route, result: "succeeded")
+                logger.info("job succeeded", metadata: metadata)
+            case .dead:
+                metrics.jobFinished(route: job.route, result: "dead")
+                logger.error("job dead", metadata: metadata)
             case .pending: logger.warning("step failed; retry scheduled", metadata: metadata)
             case .running: logger.info("step succeeded", metadata: metadata)
             }

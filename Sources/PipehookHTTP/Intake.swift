@@ -5,6 +5,7 @@ import NIOCore
 import Logging
 import PipehookFormats
 import PipehookLifecycle
+import PipehookMetrics
 import PipehookSignature
 import PipehookStore
 import Synchronization
@@ -54,23 +55,29 @@ public struct WebhookIntake: Sendable {
     public let now: @Sendable () -> Int64
     /// Called after a commit that created jobs, to wake the dispatcher.
     public let onJobsCreated: @Sendable () -> Void
+    public let metrics: PipehookMetrics
 
     public init(
         store: any WebhookStore, configuration: IntakeConfigurationBox, logger: Logger,
+        metrics: PipehookMetrics = .discarding,
         now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
         onJobsCreated: @escaping @Sendable () -> Void = {}
     ) {
         self.store = store
         self.configuration = configuration
         self.logger = logger
+        self.metrics = metrics
         self.now = now
         self.onJobsCreated = onJobsCreated
     }
 
     func handle(_ request: Request, sourceName: String) async throws -> Response {
+        let started = ContinuousClock.now
         let configuration = configuration.current
         guard let source = configuration.sources[sourceName] else {
             logger.notice("rejected delivery", metadata: ["source": .string(String(sourceName.prefix(64))), "code": "unknown_source"])
+            // The label is fixed: the path segment is chosen by whoever sends the request.
+            metrics.delivery(source: "_unknown", result: "rejected")
             throw APIError.unknownSource
         }
         let headers: SignedHeaders
@@ -83,6 +90,7 @@ public struct WebhookIntake: Sendable {
         }
         let limit = configuration.maxBodyBytes
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
+            metrics.delivery(source: source.name, result: "rejected")
             logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(headers.id), "code": "body_too_large"])
             throw APIError.bodyTooLarge(limit)
         }
@@ -90,6 +98,7 @@ public struct WebhookIntake: Sendable {
         do {
             buffer = try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
+            metrics.delivery(source: source.name, result: "rejected")
             logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(headers.id), "code": "body_too_large"])
             throw APIError.bodyTooLarge(limit)
         }
@@ -127,13 +136,20 @@ public struct WebhookIntake: Sendable {
         do {
             outcome = try await store.ingest(delivery)
         } catch {
+            metrics.delivery(source: source.name, result: "store_unavailable")
             metadata = ["source": .string(source.name), "event_id": .string(headers.id), "error": .string(error.message)]
             if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
             logger.error("store could not commit delivery", metadata: metadata)
             throw APIError.storeUnavailable
         }
+        defer {
+            let elapsed = ContinuousClock.now - started
+            metrics.ingestLatency(nanoseconds: elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+        }
         switch outcome {
-        case .accepted(let generationID, let status, let transition):
+        case .accepted(let generationID, let status, let transition, let previous):
+            metrics.delivery(source: source.name, result: "accepted")
+            metrics.event(source: source.name, transition: transition, from: previous, to: status)
             if transition == .applied, !delivery.routes.isEmpty { onJobsCreated() }
             metadata["status"] = .string(status.rawValue)
             metadata["transition"] = .string(transition.rawValue)
@@ -144,9 +160,11 @@ public struct WebhookIntake: Sendable {
                     + #","status":""# + status.rawValue + #"","transition":""# + transition.rawValue + #""}"#
             )
         case .duplicate:
+            metrics.delivery(source: source.name, result: "duplicate")
             logger.info("duplicate delivery", metadata: metadata)
             return JSONResponse.make(status: .ok, json: #"{"result":"duplicate"}"#)
         case .unrecognized:
+            metrics.delivery(source: source.name, result: "unrecognized")
             if case .unrecognized(let reason) = content { metadata["reason"] = .string(reason) }
             logger.warning("unrecognized delivery stored raw", metadata: metadata)
             return JSONResponse.make(status: .accepted, json: #"{"result":"unrecognized"}"#)
@@ -162,6 +180,8 @@ public struct WebhookIntake: Sendable {
 
     /// Logs a verification failure (code only: never the signature) and maps it to its answer.
     private func rejection(_ failure: VerificationFailure, source: String, eventID: String?) -> APIError {
+        metrics.delivery(source: source, result: "rejected")
+        metrics.signatureFailure(source: source, reason: failure.code)
         var metadata: Logger.Metadata = ["source": .string(source), "code": .string(failure.code)]
         if let eventID { metadata["event_id"] = .string(String(eventID.prefix(128))) }
         logger.notice("rejected delivery", metadata: metadata)

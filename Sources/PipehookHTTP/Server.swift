@@ -5,7 +5,8 @@ import PipehookStore
 
 /// Builds the HTTP router: the webhook intake plus health endpoints.
 public enum HTTPRoutes {
-    public static func router(intake: WebhookIntake) -> Router<BasicRequestContext> {
+    /// - Parameter metricsText: the Prometheus exposition, when metrics are exported.
+    public static func router(intake: WebhookIntake, metricsText: (@Sendable () -> [UInt8])? = nil) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: JSONNotFoundMiddleware())
         router.post("/webhooks/:source") { request, context in
@@ -24,6 +25,15 @@ public enum HTTPRoutes {
                 status: .serviceUnavailable,
                 json: #"{"error":{"code":"store_unavailable","message":"the store does not accept writes"}}"#
             )
+        }
+        if let metricsText {
+            router.get("/metrics") { _, _ in
+                Response(
+                    status: .ok,
+                    headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                    body: ResponseBody(byteBuffer: ByteBuffer(bytes: metricsText()))
+                )
+            }
         }
         return router
     }

@@ -187,6 +187,16 @@ extension SQLiteStore: JobStore {
         }
     }
 
+    public func jobCounts() async throws(StoreError) -> [JobState: Int] {
+        try await read { db in
+            var counts: [JobState: Int] = [:]
+            for state in JobState.allCases {
+                counts[state] = try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs WHERE state = ?", arguments: [state.rawValue]) ?? 0
+            }
+            return counts
+        }
+    }
+
     public func nextJobDue() async throws(StoreError) -> Int64? {
         try await read { db in
             let pending = try Int64.fetchOne(db, sql: "SELECT min(run_at) FROM jobs WHERE state = 'pending'")

@@ -169,7 +169,7 @@ public final class SQLiteStore: WebhookStore {
                         ])
                 }
             }
-            return .accepted(generationID: event.generationID, status: event.status, transition: transition)
+            return .accepted(generationID: event.generationID, status: event.status, transition: transition, previous: current)
         }
     }
 

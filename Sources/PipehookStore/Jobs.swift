@@ -203,6 +203,8 @@ public protocol JobStore: Sendable {
     /// At start of a single-instance store: every job still marked running belongs to a process
     /// that is gone, so it is queued again now (its attempt marked interrupted).
     func requeueRunning(at: Int64) async throws(StoreError) -> Int
+    /// How many jobs are in each state (for the pending/dead gauges).
+    func jobCounts() async throws(StoreError) -> [JobState: Int]
     /// The earliest `runAt` (or lease expiry) among jobs not finished, for the dispatcher's sleep.
     func nextJobDue() async throws(StoreError) -> Int64?
 }

@@ -49,7 +49,7 @@ public struct IncomingDelivery: Sendable {
 
 /// What the store did with a delivery; the HTTP answer follows from it.
 public enum IntakeOutcome: Sendable, Equatable {
-    case accepted(generationID: String, status: GenerationStatus, transition: Transition)
+    case accepted(generationID: String, status: GenerationStatus, transition: Transition, previous: GenerationStatus?)
     case duplicate
     case unrecognized
 }

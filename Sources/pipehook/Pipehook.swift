@@ -64,8 +64,8 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         let loaded = try options.load(createSecret: true)
-        LogSetup.bootstrap(format: loaded.settings.logFormat, level: loaded.settings.logLevel)
-        try await Daemon.serve(loaded, logger: Logger(label: "pipehook"))
+        let control = LogSetup.bootstrap(format: loaded.settings.logFormat, level: loaded.settings.logLevel)
+        try await Daemon.serve(loaded, logger: Logger(label: "pipehook"), logControl: control)
     }
 }
 

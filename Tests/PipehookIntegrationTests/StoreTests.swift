@@ -10,12 +10,12 @@ import Testing
         let path = dir.path + "/db.sqlite"
         do {
             let store = try SQLiteStore(path: path)
-            #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .accepted(generationID: "g1", status: .queued, transition: .applied))
+            #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .accepted(generationID: "g1", status: .queued, transition: .applied, previous: nil))
             #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .duplicate)
-            #expect(try await store.ingest(Fixture.delivery(id: "m2", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .applied))
-            #expect(try await store.ingest(Fixture.delivery(id: "m3", generation: "g1", status: .in_progress)) == .accepted(generationID: "g1", status: .inProgress, transition: .stale))
-            #expect(try await store.ingest(Fixture.delivery(id: "m4", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .same))
-            #expect(try await store.ingest(Fixture.delivery(id: "m5", generation: "g1", status: .failed)) == .accepted(generationID: "g1", status: .failed, transition: .conflict))
+            #expect(try await store.ingest(Fixture.delivery(id: "m2", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .applied, previous: .queued))
+            #expect(try await store.ingest(Fixture.delivery(id: "m3", generation: "g1", status: .in_progress)) == .accepted(generationID: "g1", status: .inProgress, transition: .stale, previous: .completed))
+            #expect(try await store.ingest(Fixture.delivery(id: "m4", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .same, previous: .completed))
+            #expect(try await store.ingest(Fixture.delivery(id: "m5", generation: "g1", status: .failed)) == .accepted(generationID: "g1", status: .failed, transition: .conflict, previous: .completed))
             let unrecognized = IncomingDelivery(source: "pipevideo", deliveryID: "m6", receivedAt: 1, signedAt: 1, body: Array("??".utf8), content: .unrecognized(reason: "not JSON"))
             #expect(try await store.ingest(unrecognized) == .unrecognized)
             #expect(try await store.ingest(unrecognized) == .duplicate)
@@ -37,7 +37,7 @@ import Testing
         var other = Fixture.delivery(id: "m1", generation: "g1", status: .failed)
         other.source = "other"
         _ = try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .completed))
-        #expect(try await store.ingest(other) == .accepted(generationID: "g1", status: .failed, transition: .applied))
+        #expect(try await store.ingest(other) == .accepted(generationID: "g1", status: .failed, transition: .applied, previous: nil))
         #expect(try await store.generations(withID: "g1").map(\.generation.source) == ["other", "pipevideo"])
     }
 
@@ -88,7 +88,7 @@ import Testing
         #expect(await store.isWritable() == false)
         lock.release()
         #expect(await store.isWritable())
-        #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .accepted(generationID: "g1", status: .queued, transition: .applied))
+        #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .accepted(generationID: "g1", status: .queued, transition: .applied, previous: nil))
     }
 
     @Test func readOnlyOpenOfMissingFileSaysSo() {

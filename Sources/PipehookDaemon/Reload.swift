@@ -1,0 +1,65 @@
+import Logging
+import PipehookDispatch
+import PipehookHTTP
+import PipehookSettings
+import ServiceLifecycle
+import UnixSignals
+
+/// `SIGHUP` reloads the configuration file: validated first; sources, secrets, body limit,
+/// routes, retry policies and log format/level are swapped whole, so a request or a step sees
+/// either the old or the new configuration, never a mix. An invalid file keeps the running one.
+struct ReloadService: Service {
+    let configPath: String?
+    let initial: Settings
+    let intake: IntakeConfigurationBox
+    let routes: RouteTable
+    let logControl: LogControl?
+    let logger: Logger
+
+    func run() async throws {
+        let signals = await UnixSignalsSequence(trapping: .sighup)
+        await cancelWhenGracefulShutdown {
+            var running = initial
+            for await _ in signals {
+                running = reload(from: running)
+            }
+        }
+    }
+
+    /// Returns the settings now in force.
+    func reload(from running: Settings) -> Settings {
+        guard let configPath else {
+            logger.notice("SIGHUP ignored: running on built-in defaults, there is no file to reload")
+            return running
+        }
+        let next: Settings
+        do {
+            next = try SettingsLoader.load(configPath: configPath, createSecret: false).settings
+        } catch {
+            logger.error("reload failed; the running configuration stays", metadata: [
+                "config": .string(configPath),
+                "problems": .array(error.problems.map { .string($0.description) }),
+            ])
+            return running
+        }
+        var needsRestart: [String] = []
+        if next.listen != running.listen { needsRestart.append("listen") }
+        if next.store != running.store { needsRestart.append("store") }
+        if next.dataDir != running.dataDir { needsRestart.append("data_dir") }
+        if next.tls != running.tls { needsRestart.append("tls") }
+        if next.readTimeoutMilliseconds != running.readTimeoutMilliseconds { needsRestart.append("read_timeout") }
+        intake.replace(Daemon.intakeConfiguration(next))
+        routes.replace(next.routes)
+        logControl?.update(format: next.logFormat, level: next.logLevel)
+        var metadata: Logger.Metadata = [
+            "config": .string(configPath),
+            "sources": .array(next.sources.map { .string($0.name) }),
+            "routes": .array(next.routes.map { .string($0.name) }),
+        ]
+        if !needsRestart.isEmpty {
+            metadata["needs_restart"] = .array(needsRestart.map { .string($0) })
+        }
+        logger.notice("configuration reloaded", metadata: metadata)
+        return next
+    }
+}

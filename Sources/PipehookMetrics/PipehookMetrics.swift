@@ -1,0 +1,99 @@
+import CoreMetrics
+import PipehookLifecycle
+import Synchronization
+
+/// Every series pipehook exports (SPEC §9), created through an injected `MetricsFactory` so the
+/// daemon can use Prometheus and tests a private registry. Labels are bounded: source and route
+/// names come from the configuration, never from requests (no generation ids, no event ids).
+public final class PipehookMetrics: Sendable {
+    private let factory: any MetricsFactory
+    private let counters = Mutex<[String: Counter]>([:])
+    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let gauges = Mutex<[String: Gauge]>([:])
+
+    public init(factory: any MetricsFactory) { self.factory = factory }
+
+    /// Drops every measurement (for code paths and tests that do not export metrics).
+    public static let discarding = PipehookMetrics(factory: NOOPMetricsHandler.instance)
+
+    // MARK: intake
+
+    /// `result`: accepted, duplicate, unrecognized, rejected, store_unavailable.
+    public func delivery(source: String, result: String) {
+        counter("pipehook_deliveries_total", [("source", source), ("result", result)]).increment()
+    }
+
+    /// `reason`: the error code (invalid_signature, timestamp_too_old, …).
+    public func signatureFailure(source: String, reason: String) {
+        counter("pipehook_signature_failures_total", [("source", source), ("reason", reason)]).increment()
+    }
+
+    public func event(source: String, transition: Transition, from: GenerationStatus?, to: GenerationStatus) {
+        counter("pipehook_events_total", [("source", source), ("transition", transition.rawValue)]).increment()
+        if transition == .applied {
+            counter("pipehook_transitions_total", [("from", from?.rawValue ?? "none"), ("to", to.rawValue)]).increment()
+        }
+    }
+
+    public func ingestLatency(nanoseconds: Int64) {
+        timer("pipehook_ingest_duration_seconds", []).recordNanoseconds(nanoseconds)
+    }
+
+    // MARK: jobs
+
+    /// `result`: succeeded, failed (retry scheduled), dead, interrupted.
+    public func attempt(route: String, step: String, result: String, nanoseconds: Int64) {
+        counter("pipehook_attempts_total", [("route", route), ("step", step), ("result", result)]).increment()
+        timer("pipehook_step_duration_seconds", [("route", route), ("step", step)]).recordNanoseconds(nanoseconds)
+    }
+
+    /// `result`: succeeded or dead.
+    public func jobFinished(route: String, result: String) {
+        counter("pipehook_jobs_total", [("route", route), ("result", result)]).increment()
+    }
+
+    public func downloaded(route: String, bytes: Int64) {
+        counter("pipehook_download_bytes_total", [("route", route)]).increment(by: bytes)
+    }
+
+    public func jobsWaiting(pending: Int, dead: Int) {
+        gauge("pipehook_jobs_pending", []).record(pending)
+        gauge("pipehook_jobs_dead", []).record(dead)
+    }
+
+    // MARK: cache
+
+    private static func key(_ label: String, _ dimensions: [(String, String)]) -> String {
+        ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{1}")
+    }
+
+    private func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
+        counters.withLock { cache in
+            let key = Self.key(label, dimensions)
+            if let existing = cache[key] { return existing }
+            let made = Counter(label: label, dimensions: dimensions, factory: factory)
+            cache[key] = made
+            return made
+        }
+    }
+
+    private func timer(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Timer {
+        timers.withLock { cache in
+            let key = Self.key(label, dimensions)
+            if let existing = cache[key] { return existing }
+            let made = CoreMetrics.Timer(label: label, dimensions: dimensions, factory: factory)
+            cache[key] = made
+            return made
+        }
+    }
+
+    private func gauge(_ label: String, _ dimensions: [(String, String)]) -> Gauge {
+        gauges.withLock { cache in
+            let key = Self.key(label, dimensions)
+            if let existing = cache[key] { return existing }
+            let made = Gauge(label: label, dimensions: dimensions, factory: factory)
+            cache[key] = made
+            return made
+        }
+    }
+}

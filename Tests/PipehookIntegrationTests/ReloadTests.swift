@@ -1,0 +1,87 @@
+import AsyncHTTPClient
+import Foundation
+import NIOCore
+import Testing
+
+/// `SIGHUP` reload through the real binary: no request fails during the swap, a new secret works
+/// at once, a removed one stops working, and an invalid file keeps the running configuration.
+@Suite(.serialized) struct ReloadTests {
+    func write(_ dir: TempDir, secrets: [String], extra: String = "") throws -> String {
+        let path = dir.path + "/pipehook.yaml"
+        let list = secrets.map { "\"\($0)\"" }.joined(separator: ", ")
+        try """
+            listen: "127.0.0.1:0"
+            data_dir: "\(dir.path)/data"
+            log_level: info
+            sources:
+              pipevideo:
+                secrets: [\(list)]
+            \(extra)
+            """.write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    func post(_ http: HTTPClient, port: Int, secret: String, id: String) async throws -> Int {
+        let body = Fixture.body(generation: "gen_\(id)", status: "queued")
+        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/pipevideo")
+        request.method = .POST
+        for (name, value) in Fixture.headers(id: id, body: body, secret: secret) { request.headers.add(name: name, value: value) }
+        request.body = .bytes(ByteBuffer(string: body))
+        let response = try await http.execute(request, timeout: .seconds(10))
+        _ = try await response.body.collect(upTo: 4096)
+        return Int(response.status.code)
+    }
+
+    func waitForLog(_ server: RunningPipehook, _ message: String, count: Int) async throws {
+        let deadline = Date().addingTimeInterval(15)
+        while server.stdout.components(separatedBy: "\"msg\":\"\(message)\"").count - 1 < count {
+            if Date() > deadline { throw ProcessFailure(message: "no '\(message)' log line; stdout: \(server.stdout)") }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    @Test func reloadSwapsSecretsWithoutFailingRequests() async throws {
+        let dir = TempDir()
+        let path = try write(dir, secrets: [Fixture.secret])
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        let port = try await server.waitForPort()
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "before") == 401)
+            // Load with the old secret while the file gains the new one and SIGHUP arrives.
+            let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
+                for i in 0..<300 {
+                    group.addTask { try await post(http, port: port, secret: Fixture.secret, id: "load\(i)") }
+                }
+                try await Task.sleep(for: .milliseconds(20))
+                _ = try write(dir, secrets: [Fixture.secret, Fixture.otherSecret])
+                kill(server.process.processIdentifier, SIGHUP)
+                return try await group.reduce(into: [Int]()) { $0.append($1) }
+            }
+            #expect(statuses.count == 300 && statuses.allSatisfy { $0 == 200 })
+            try await waitForLog(server, "configuration reloaded", count: 1)
+            #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "new") == 200)
+
+            // Rotation finished: the old secret is removed.
+            _ = try write(dir, secrets: [Fixture.otherSecret])
+            kill(server.process.processIdentifier, SIGHUP)
+            try await waitForLog(server, "configuration reloaded", count: 2)
+            #expect(try await post(http, port: port, secret: Fixture.secret, id: "old-after") == 401)
+            #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "new-after") == 200)
+
+            // An invalid file is refused and the running configuration stays.
+            try "sources: {pipevideo: {secrets: [\"${NOT_SET_FOR_RELOAD}\"]}}\n".write(toFile: path, atomically: true, encoding: .utf8)
+            kill(server.process.processIdentifier, SIGHUP)
+            try await waitForLog(server, "reload failed; the running configuration stays", count: 1)
+            #expect(server.stdout.contains("NOT_SET_FOR_RELOAD"))
+            #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "still") == 200)
+            #expect(server.process.isRunning)
+            #expect(!server.stdout.contains("C2FVsBQIhrscChlQIMV") && !server.stdout.contains("MfKQ9r8GKYqrTwjUPD8"))
+        } catch {
+            try await http.shutdown()
+            throw error
+        }
+        try await http.shutdown()
+        server.kill(SIGTERM)
+    }
+}
