@@ -84,13 +84,14 @@ public enum Commands {
         }).joined(separator: "\n")
     }
 
-    public static func prune(settings: Settings, store: any Storage, json: Bool) async throws -> String {
+    public static func prune(settings: Settings, store: any Storage, includingDead: Bool = false, json: Bool) async throws -> String {
         let report = try await store.prune(
             nowMilliseconds: Int64(Date().timeIntervalSince1970 * 1000),
-            dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds
+            dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds,
+            includingDead: includingDead
         )
         if json { return try Output.json(report) }
-        return "pruned \(report.deliveries) delivery id(s) past the dedup window, \(report.generations) finished generation(s) with \(report.events) event(s) and \(report.unrecognized) unrecognized delivery(ies) past retention"
+        return "pruned \(report.deliveries) delivery id(s) past the dedup window; past retention: \(report.jobs) finished job(s)\(includingDead ? " (dead included)" : ""), \(report.generations) finished generation(s) with \(report.events) event(s), \(report.unrecognized) unrecognized delivery(ies)"
     }
 
     // MARK: jobs

@@ -151,7 +151,12 @@ public enum Daemon {
             configPath: configPath, initial: settings, intake: intakeBox, routes: routeTable, logControl: logControl, logger: logger
         )
         let app = application(
-            settings: settings, store: store, services: storeServices + [dispatcher, reload], logger: logger,
+            settings: settings, store: store,
+            services: storeServices + [
+                dispatcher, reload,
+                RetentionService(store: store, dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds, logger: logger),
+            ],
+            logger: logger,
             metrics: telemetry, intakeConfiguration: intakeBox, onJobsCreated: { dispatcher.notify() }
         ) { port in
             logger.notice("listening", metadata: [

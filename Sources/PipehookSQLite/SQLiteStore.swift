@@ -214,22 +214,35 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func prune(nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64) async throws(StoreError) -> PruneReport {
+    public func prune(
+        nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64, includingDead: Bool
+    ) async throws(StoreError) -> PruneReport {
         let dedupCutoff = nowMilliseconds - dedupWindowSeconds * 1000
         let retentionCutoff = nowMilliseconds - retentionSeconds * 1000
         let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let finishedJobs = includingDead ? "('succeeded', 'dead')" : "('succeeded')"
         do {
             return try await pool.write { db in
                 var report = PruneReport()
                 try db.execute(sql: "DELETE FROM deliveries WHERE received_at < ?", arguments: [dedupCutoff])
                 report.deliveries = db.changesCount
-                // A finished generation idle past retention goes with its whole timeline.
+                // Finished jobs past retention go with their attempts; dead ones only on request.
                 try db.execute(sql: """
-                    DELETE FROM events WHERE (source, generation_id) IN (
-                        SELECT source, generation_id FROM generations WHERE status IN (\(terminal)) AND updated_at < ?)
+                    DELETE FROM attempts WHERE job_id IN (
+                        SELECT id FROM jobs WHERE state IN \(finishedJobs) AND updated_at < ?)
                     """, arguments: [retentionCutoff])
+                try db.execute(sql: "DELETE FROM jobs WHERE state IN \(finishedJobs) AND updated_at < ?", arguments: [retentionCutoff])
+                report.jobs = db.changesCount
+                // A finished generation idle past retention goes with its whole timeline, unless
+                // a job still needs its events (pending, running, or dead and kept for a retry).
+                let stale = """
+                    SELECT g.source, g.generation_id FROM generations g
+                    WHERE g.status IN (\(terminal)) AND g.updated_at < ?
+                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = g.generation_id AND j.source = g.source)
+                    """
+                try db.execute(sql: "DELETE FROM events WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])
                 report.events = db.changesCount
-                try db.execute(sql: "DELETE FROM generations WHERE status IN (\(terminal)) AND updated_at < ?", arguments: [retentionCutoff])
+                try db.execute(sql: "DELETE FROM generations WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])
                 report.generations = db.changesCount
                 try db.execute(sql: "DELETE FROM unrecognized WHERE received_at < ?", arguments: [retentionCutoff])
                 report.unrecognized = db.changesCount

@@ -131,7 +131,9 @@ public struct PruneReport: Sendable, Equatable, Codable {
     public var events: Int
     public var generations: Int
     public var unrecognized: Int
-    public init(deliveries: Int = 0, events: Int = 0, generations: Int = 0, unrecognized: Int = 0) {
+    public var jobs: Int
+    public init(deliveries: Int = 0, events: Int = 0, generations: Int = 0, unrecognized: Int = 0, jobs: Int = 0) {
+        self.jobs = jobs
         self.deliveries = deliveries
         self.events = events
         self.generations = generations
@@ -164,8 +166,9 @@ public protocol WebhookStore: Sendable {
     /// Most recently updated first.
     func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord]
 
-    /// Deletes delivery ids past the dedup window and finished history past retention.
-    func prune(nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64) async throws(StoreError) -> PruneReport
+    /// Deletes delivery ids past the dedup window, and finished jobs and generations past
+    /// retention. Dead jobs (and what they need) are kept unless `includingDead`.
+    func prune(nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64, includingDead: Bool) async throws(StoreError) -> PruneReport
 
     func counts() async throws(StoreError) -> StoreCounts
 

@@ -119,12 +119,13 @@ struct Generations: AsyncParsableCommand {
 struct Prune: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Forget delivery ids past the dedup window and finished history past retention.")
     @OptionGroup var options: ConfigOption
+    @Flag(help: "Also delete dead jobs past retention (they are kept for `retry` otherwise).") var dead = false
     @Flag(help: "Machine-readable output.") var json = false
 
     func run() async throws {
         let settings = try options.load().settings
         let store = try Daemon.openStore(settings)
-        write(try await Commands.prune(settings: settings, store: store, json: json))
+        write(try await Commands.prune(settings: settings, store: store, includingDead: dead, json: json))
     }
 }
 

@@ -68,7 +68,7 @@ import Testing
         _ = try await store.ingest(Fixture.delivery(id: "old-open", generation: "g-open", status: .in_progress, at: now - 40 * day))
         _ = try await store.ingest(Fixture.delivery(id: "mid", generation: "g-mid", status: .completed, at: now - 8 * day))
         _ = try await store.ingest(Fixture.delivery(id: "new", generation: "g-new", status: .completed, at: now - 1 * day))
-        let report = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400)
+        let report = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false)
         #expect(report == PruneReport(deliveries: 3, events: 1, generations: 1, unrecognized: 0))
         #expect(try await store.generations(status: nil, limit: 10).map(\.generationID).sorted() == ["g-mid", "g-new", "g-open"])
         // "new" is still inside the dedup window; "mid" is not, but its event still guards it.
@@ -96,5 +96,28 @@ import Testing
         options.readOnly = true
         let error = #expect(throws: StoreError.self) { try SQLiteStore(path: "/nonexistent/x.sqlite", options: options) }
         #expect(error?.message.contains("no database") == true)
+    }
+
+    @Test func pruneKeepsDeadJobsAndWhatTheyNeedUnlessAsked() async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let day: Int64 = 86_400_000
+        let now = 100 * day, old = now - 40 * day
+        for (generation, ends) in [("g-ok", AttemptDisposition.advance(artifact: nil, done: true)), ("g-dead", .dead(error: "gave up"))] {
+            var delivery = Fixture.delivery(id: "m-\(generation)", generation: generation, status: .completed, at: old)
+            delivery.routes = ["r"]
+            _ = try await store.ingest(delivery)
+            let claimed = try await store.claimJobs(owner: "o", now: old, leaseMilliseconds: 1000, limit: 1)
+            let attempt = try await store.startAttempt(jobID: claimed[0].job.id, step: 0, stepKind: "exec", attempt: 1, at: old)
+            _ = try await store.finishAttempt(attempt, jobID: claimed[0].job.id, owner: "o", result: AttemptResult(outcome: .succeeded, summary: "x"), disposition: ends, at: old)
+        }
+        let first = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false)
+        #expect(first.jobs == 1 && first.generations == 1 && first.events == 1)
+        #expect(try await store.jobs(state: nil, limit: 10).map(\.state) == [.dead])
+        #expect(try await store.generations(withID: "g-dead").count == 1)
+        #expect(try await store.generations(withID: "g-ok").isEmpty)
+        let second = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: true)
+        #expect(second.jobs == 1 && second.generations == 1 && second.events == 1)
+        #expect(try await store.counts() == StoreCounts(deliveries: 0, events: 0, generations: 0, unrecognized: 0))
     }
 }
