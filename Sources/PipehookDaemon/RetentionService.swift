@@ -31,7 +31,7 @@ struct RetentionService: Service {
                         "unrecognized": .stringConvertible(report.unrecognized),
                     ])
                 } catch {
-                    logger.error("retention failed", metadata: ["error": .string(error.message)])
+                    logger.error("retention failed", metadata: ["error": .string(String(describing: error))])
                 }
             }
         }
