@@ -22,6 +22,11 @@ public enum Commands {
             case .file(let file): where_ = file
             case .builtInDefaults: where_ = "built-in defaults (no \(SettingsLoader.defaultPath))"
             }
+            if let tls = settings.tls {
+                do { try Daemon.validateTLS(tls) } catch {
+                    return ("configuration \(path ?? SettingsLoader.defaultPath) has 1 problem(s):\n  \(error)", false)
+                }
+            }
             let steps = settings.routes.reduce(0) { $0 + $1.steps.count }
             return ("configuration OK: \(where_): \(settings.sources.count) source(s), \(settings.routes.count) route(s), \(steps) step(s), listening on \(settings.listen)", true)
         } catch {

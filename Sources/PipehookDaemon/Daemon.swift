@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import AsyncHTTPClient
 import PipehookDispatch
@@ -72,7 +73,7 @@ public enum Daemon {
     /// Builds the application without running it, so tests can drive it in-process.
     public static func application(
         settings: Settings, store: any WebhookStore, services: [any Service] = [], logger: Logger,
-        metrics: Telemetry? = nil, intakeConfiguration box: IntakeConfigurationBox? = nil,
+        metrics: Telemetry? = nil, intakeConfiguration box: IntakeConfigurationBox? = nil, server: HTTPServerBuilder? = nil,
         onJobsCreated: @escaping @Sendable () -> Void = {},
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
@@ -86,7 +87,7 @@ public enum Daemon {
         }
         return Application(
             router: HTTPRoutes.router(intake: intake, metricsText: metricsText),
-            server: HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds),
+            server: server ?? HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds),
             configuration: ApplicationConfiguration(
                 address: .hostname(settings.listen.host, port: settings.listen.port),
                 serverName: nil
@@ -100,9 +101,7 @@ public enum Daemon {
     /// `pipehook serve`: runs until SIGTERM/SIGINT, then drains in-flight requests.
     public static func serve(_ loaded: SettingsLoader.Loaded, logger: Logger, logControl: LogControl? = nil) async throws {
         let settings = loaded.settings
-        if settings.tls != nil {
-            throw CommandFailure("tls: TLS is not available in this version yet; terminate TLS in a proxy or remove the tls key")
-        }
+        let server = try serverBuilder(settings: settings)
         try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
         let (store, storeServices) = try openStore(settings, readOnly: false, daemon: true)
         switch loaded.origin {
@@ -157,7 +156,7 @@ public enum Daemon {
                 RetentionService(store: store, dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds, logger: logger),
             ],
             logger: logger,
-            metrics: telemetry, intakeConfiguration: intakeBox, onJobsCreated: { dispatcher.notify() }
+            metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() }
         ) { port in
             logger.notice("listening", metadata: [
                 "host": .string(settings.listen.host), "port": .stringConvertible(port),

@@ -69,7 +69,7 @@ extension Daemon {
         let bytes = try readPEMFile(path, key: "tls.key")
         if PEMText.isEncrypted(bytes) {
             throw CommandFailure(
-                "tls.key: the private key in \(path) is encrypted; pipehook needs an unencrypted PEM key (readable only by its user)"
+                "tls.key: the private key in \(path) is encrypted; pipehook needs an unencrypted PEM key (protect it with file permissions instead)"
             )
         }
         do {

@@ -269,7 +269,7 @@ import Testing
                 // validateTLS reports the same problem.
                 #expect(throws: CommandFailure.self) { try Daemon.validateTLS(tls) }
             }
-            print("MSG", error.description); return error.description
+            return error.description
         }
     }
 
