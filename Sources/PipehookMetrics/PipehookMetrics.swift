@@ -7,9 +7,19 @@ import Synchronization
 /// names come from the configuration, never from requests (no generation ids, no event ids).
 public final class PipehookMetrics: Sendable {
     private let factory: any MetricsFactory
-    private let counters = Mutex<[String: Counter]>([:])
-    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
-    private let gauges = Mutex<[String: Gauge]>([:])
+    private let counters = Mutex<[Key: Counter]>([:])
+    private let timers = Mutex<[Key: CoreMetrics.Timer]>([:])
+    private let gauges = Mutex<[Key: Gauge]>([:])
+
+    /// Cache key without building a string per call (this runs on every request).
+    private struct Key: Hashable {
+        var label: String
+        var values: [String]
+        init(_ label: String, _ dimensions: [(String, String)]) {
+            self.label = label
+            values = dimensions.map(\.1)
+        }
+    }
 
     public init(factory: any MetricsFactory) { self.factory = factory }
 
@@ -63,13 +73,9 @@ public final class PipehookMetrics: Sendable {
 
     // MARK: cache
 
-    private static func key(_ label: String, _ dimensions: [(String, String)]) -> String {
-        ([label] + dimensions.map { "\($0.0)=\($0.1)" }).joined(separator: "\u{1}")
-    }
-
     private func counter(_ label: String, _ dimensions: [(String, String)]) -> Counter {
         counters.withLock { cache in
-            let key = Self.key(label, dimensions)
+            let key = Key(label, dimensions)
             if let existing = cache[key] { return existing }
             let made = Counter(label: label, dimensions: dimensions, factory: factory)
             cache[key] = made
@@ -79,7 +85,7 @@ public final class PipehookMetrics: Sendable {
 
     private func timer(_ label: String, _ dimensions: [(String, String)]) -> CoreMetrics.Timer {
         timers.withLock { cache in
-            let key = Self.key(label, dimensions)
+            let key = Key(label, dimensions)
             if let existing = cache[key] { return existing }
             let made = CoreMetrics.Timer(label: label, dimensions: dimensions, factory: factory)
             cache[key] = made
@@ -89,7 +95,7 @@ public final class PipehookMetrics: Sendable {
 
     private func gauge(_ label: String, _ dimensions: [(String, String)]) -> Gauge {
         gauges.withLock { cache in
-            let key = Self.key(label, dimensions)
+            let key = Key(label, dimensions)
             if let existing = cache[key] { return existing }
             let made = Gauge(label: label, dimensions: dimensions, factory: factory)
             cache[key] = made
