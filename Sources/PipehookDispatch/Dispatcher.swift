@@ -45,7 +45,7 @@ public final class RouteTable: Sendable {
 /// backoff and dead-letters. Leases of a process that died expire, and its jobs run again.
 public final class Dispatcher: Service {
     public struct Options: Sendable {
-        public var workers = 4
+        public var workers = 8
         public var leaseMilliseconds: Int64 = 60_000
         public var pollInterval: Duration = .seconds(1)
         /// How long running steps may go on after a shutdown request before they are cancelled.
