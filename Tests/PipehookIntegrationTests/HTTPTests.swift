@@ -14,6 +14,7 @@ import Testing
     struct Harness {
         let dir = TempDir()
         let store: SQLiteStore
+        var readTimeout = "10s"
 
         init(busyTimeout: Double = 5) throws {
             var options = SQLiteStore.Options()
@@ -22,7 +23,7 @@ import Testing
         }
 
         func run(_ test: @Sendable @escaping (any TestClientProtocol, SQLiteStore) async throws -> Void) async throws {
-            let app = Daemon.application(settings: Fixture.settings(dir: dir.path), store: store, logger: Fixture.logger)
+            let app = Daemon.application(settings: Fixture.settings(dir: dir.path, readTimeout: readTimeout), store: store, logger: Fixture.logger)
             let store = self.store
             try await app.test(.live) { client in try await test(client, store) }
         }
@@ -205,7 +206,9 @@ import Testing
 
     /// A client that stops sending halfway through its headers is disconnected by the read timeout.
     @Test func stalledClientIsCutOff() async throws {
-        try await Harness().run { client, _ in
+        var harness = try Harness()
+        harness.readTimeout = "1s"
+        try await harness.run { client, _ in
             let port = try #require(client.port)
             let closedAfter = try StallingSocket.sendPartialAndWaitForClose(port: port, partial: "POST /webhooks/pipevideo HTTP/1.1\r\nHost: x\r\n", limit: 10)
             #expect(closedAfter < 5, "connection stayed open \(closedAfter)s with read_timeout 1s")

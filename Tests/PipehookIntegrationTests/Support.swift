@@ -21,12 +21,14 @@ enum Fixture {
     static let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
     static let otherSecret = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"
 
-    static func yaml(dir: String, port: Int = 0, extra: String = "") -> String {
+    /// `readTimeout` also closes idle keep-alive connections, so the default is generous: a busy
+    /// machine must not cut off a test client between two requests.
+    static func yaml(dir: String, port: Int = 0, extra: String = "", readTimeout: String = "10s") -> String {
         """
         listen: "127.0.0.1:\(port)"
         data_dir: "\(dir)"
         store: "sqlite:\(dir)/pipehook.sqlite"
-        read_timeout: 1s
+        read_timeout: \(readTimeout)
         log_level: warning
         sources:
           pipevideo:
@@ -39,8 +41,8 @@ enum Fixture {
         """
     }
 
-    static func settings(dir: String, port: Int = 0) -> Settings {
-        try! SettingsParser.parse(yaml: yaml(dir: dir, port: port), environment: [:])
+    static func settings(dir: String, port: Int = 0, readTimeout: String = "10s") -> Settings {
+        try! SettingsParser.parse(yaml: yaml(dir: dir, port: port, readTimeout: readTimeout), environment: [:])
     }
 
     static func body(generation: String, status: String, outputURL: String? = nil, error: String? = nil) -> String {

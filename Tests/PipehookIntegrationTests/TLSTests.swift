@@ -64,7 +64,7 @@ import Testing
 
     static func settings(dir: String, cert: String, key: String) throws -> Settings {
         try SettingsParser.parse(
-            yaml: Fixture.yaml(dir: dir, extra: #"tls: {cert: "\#(cert)", key: "\#(key)"}"#), environment: [:]
+            yaml: Fixture.yaml(dir: dir, extra: #"tls: {cert: "\#(cert)", key: "\#(key)"}"#, readTimeout: "1s"), environment: [:]
         )
     }
 
