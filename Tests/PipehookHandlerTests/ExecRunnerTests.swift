@@ -111,7 +111,8 @@ import Darwin
         #expect(outcome.result == .retryable(retryAfter: nil))
         #expect(outcome.summary == "timed out after 500ms")
         #expect(elapsed >= .milliseconds(500))
-        #expect(elapsed < .milliseconds(500) + .seconds(2) + .seconds(2), "took \(elapsed)")
+        // Bounds catch a hang on the 100 s children, with room for a loaded CI machine.
+        #expect(elapsed < .seconds(20), "took \(elapsed)")
         let pids = text(outcome).split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { pid_t($0) }
         try #require(pids.count == 2)
         #expect(await !stillAlive(pids[1], group: false), "grandchild \(pids[1]) survived")
@@ -129,7 +130,7 @@ import Darwin
         #expect(outcome.result == .retryable(retryAfter: nil))
         #expect(outcome.summary == "timed out after 300ms")
         #expect(elapsed >= .milliseconds(1000), "SIGTERM should have been ignored; took \(elapsed)")
-        #expect(elapsed < .seconds(4), "took \(elapsed)")
+        #expect(elapsed < .seconds(20), "took \(elapsed)")
         let pgid = try #require(pid_t(text(outcome).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(await !stillAlive(pgid, group: true))
     }
@@ -139,7 +140,7 @@ import Darwin
         let clock = ContinuousClock()
         let start = clock.now
         let outcome = await runner.run(step, context: Fixtures.context(Fixtures.document()))
-        #expect(clock.now - start < .seconds(5))
+        #expect(clock.now - start < .seconds(20))  // far below the step's 30 s timeout
         #expect(outcome.result == .succeeded)
         let grandchild = try #require(pid_t(text(outcome).trimmingCharacters(in: .whitespacesAndNewlines)))
         #expect(await !stillAlive(grandchild, group: false), "leftover \(grandchild) survived the step")
@@ -217,7 +218,7 @@ import Darwin
         try await Task.sleep(for: .milliseconds(300))
         task.cancel()
         let outcome = await task.value
-        #expect(clock.now - start < .seconds(4))
+        #expect(clock.now - start < .seconds(20))  // far below the step's 60 s timeout
         #expect(outcome.result == .retryable(retryAfter: nil))
         #expect(outcome.summary == "cancelled")
         let pgid = try #require(pid_t(text(outcome).trimmingCharacters(in: .whitespacesAndNewlines)))
