@@ -195,13 +195,13 @@ public final class Dispatcher: Service {
             let (result, disposition) = decide(outcome, step: step, attempt: attempt, isLast: index == route.steps.count - 1)
             let stepLabel = "\(index)-\(step.kind)"
             metrics.attempt(route: route.name, step: stepLabel, result: result.outcome.rawValue,
-                            nanoseconds: elapsed.components.seconds * 1_000_000_000 + elapsed.components.attoseconds / 1_000_000_000)
+                            nanoseconds: elapsed.nanoseconds)
             if case .download = step.action, let artifact = outcome.artifact, outcome.result == .succeeded {
                 metrics.downloaded(route: route.name, bytes: artifact.bytes)
             }
             metadata["outcome"] = .string(result.outcome.rawValue)
             metadata["summary"] = .string(outcome.summary)
-            metadata["duration_ms"] = .stringConvertible(elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000)
+            metadata["duration_ms"] = .stringConvertible(elapsed.milliseconds)
             guard let updated = await finish(job, attemptID: attemptID, step: index, kind: step.kind, result: result, disposition: disposition, metadata: metadata) else {
                 return
             }
@@ -224,7 +224,7 @@ public final class Dispatcher: Service {
                 return (result(.dead), .dead(error: "\(outcome.summary) (after \(attempt) attempts)"))
             }
             var generator = SystemRandomNumberGenerator()
-            let retryAfterMs = retryAfter.map { $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000 }
+            let retryAfterMs = retryAfter.map(\.milliseconds)
             let delay = RetrySchedule.delay(afterFailures: attempt, policy: step.retry, retryAfterMilliseconds: retryAfterMs, using: &generator)
             return (result(.failed), .retry(runAt: now() + delay, error: outcome.summary))
         }
@@ -278,4 +278,9 @@ public final class Dispatcher: Service {
             artifact: artifact, raw: event.raw
         )
     }
+}
+
+extension Duration {
+    var nanoseconds: Int64 { components.seconds * 1_000_000_000 + components.attoseconds / 1_000_000_000 }
+    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
 }

@@ -127,18 +127,20 @@ public struct WebhookIntake: Sendable {
             source: source.name, deliveryID: headers.id, receivedAt: receivedAt, signedAt: signedAt, body: body, content: content,
             routes: decoded.map { configuration.routes(for: $0.status) } ?? []
         )
-        var metadata: Logger.Metadata = [:]
-        if logger.logLevel <= .warning {
-            metadata = ["source": .string(source.name), "event_id": .string(headers.id)]
+        func eventMetadata() -> Logger.Metadata {
+            var metadata: Logger.Metadata = ["source": .string(source.name), "event_id": .string(headers.id)]
             if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
+            return metadata
         }
+        // Built only when a line will be written: this runs on every request.
+        var metadata: Logger.Metadata = logger.logLevel <= .warning ? eventMetadata() : [:]
         let outcome: IntakeOutcome
         do {
             outcome = try await store.ingest(delivery)
         } catch {
             metrics.delivery(source: source.name, result: "store_unavailable")
-            metadata = ["source": .string(source.name), "event_id": .string(headers.id), "error": .string(error.message)]
-            if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
+            metadata = eventMetadata()
+            metadata["error"] = .string(error.message)
             logger.error("store could not commit delivery", metadata: metadata)
             throw APIError.storeUnavailable
         }
