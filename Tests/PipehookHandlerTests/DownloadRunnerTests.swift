@@ -499,7 +499,9 @@ struct ServerFailure: Error {}
                 let artifact = try #require(outcome.artifact)
                 #expect(artifact.bytes == Int64(Self.hugeSize))
                 // Collecting the body would add 128 MiB to the peak; streaming adds a few chunks.
-                #expect(after - before < 48 << 20, "peak RSS grew by \((after - before) >> 20) MiB")
+                // The peak is the whole test process's, shared with suites running in parallel
+                // (one CI run saw 53 MiB), so the bound sits below 128 MiB with room for them.
+                #expect(after - before < 96 << 20, "peak RSS grew by \((after - before) >> 20) MiB")
                 // An independent hash of the saved file.
                 let check = await ExecRunner(logger: Fixtures.logger, baseEnvironment: ["PATH": "/usr/bin:/bin"])
                     .run(Fixtures.exec(["sha256sum", artifact.file]), context: Fixtures.context(Fixtures.document()))
