@@ -38,10 +38,20 @@ public enum Commands {
 
     // MARK: status / generations
 
-    public static func status(generationID: String, source: String?, store: any Storage, json: Bool) async throws -> String {
+    /// The `status --json` document (one object, or an array when several sources know the id);
+    /// nil when the store has never heard of the id. Also `GET /api/generations/{id}`.
+    public static func statusDocument(generationID: String, source: String? = nil, store: any Storage) async throws -> String? {
+        let (details, jobsBySource) = try await statusData(generationID: generationID, source: source, store: store)
+        guard !details.isEmpty else { return nil }
+        let documents = details.map { GenerationDocument($0, jobs: jobsBySource[$0.generation.source] ?? []) }
+        return try Output.json(documents.count == 1 ? AnyEncodable(documents[0]) : AnyEncodable(documents))
+    }
+
+    private static func statusData(
+        generationID: String, source: String?, store: any Storage
+    ) async throws -> ([GenerationDetail], [String: [(JobRecord, [AttemptRecord])]]) {
         var details = try await store.generations(withID: generationID)
         if let source { details = details.filter { $0.generation.source == source } }
-        guard !details.isEmpty else { throw CommandFailure("no generation \(generationID) in the store") }
         var jobsBySource: [String: [(JobRecord, [AttemptRecord])]] = [:]
         for detail in details {
             let jobs = try await store.jobs(generationID: generationID, source: detail.generation.source)
@@ -49,10 +59,18 @@ public enum Commands {
             for job in jobs { withAttempts.append((job, try await store.attempts(jobID: job.id))) }
             jobsBySource[detail.generation.source] = withAttempts
         }
+        return (details, jobsBySource)
+    }
+
+    public static func status(generationID: String, source: String?, store: any Storage, json: Bool) async throws -> String {
         if json {
-            let documents = details.map { GenerationDocument($0, jobs: jobsBySource[$0.generation.source] ?? []) }
-            return try Output.json(documents.count == 1 ? AnyEncodable(documents[0]) : AnyEncodable(documents))
+            guard let document = try await statusDocument(generationID: generationID, source: source, store: store) else {
+                throw CommandFailure("no generation \(generationID) in the store")
+            }
+            return document
         }
+        let (details, jobsBySource) = try await statusData(generationID: generationID, source: source, store: store)
+        guard !details.isEmpty else { throw CommandFailure("no generation \(generationID) in the store") }
         return details.map { detail in
             let g = detail.generation
             var lines = [

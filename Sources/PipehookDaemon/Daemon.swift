@@ -72,9 +72,10 @@ public enum Daemon {
 
     /// Builds the application without running it, so tests can drive it in-process.
     public static func application(
-        settings: Settings, store: any WebhookStore, services: [any Service] = [], logger: Logger,
+        settings: Settings, store: any Storage, services: [any Service] = [], logger: Logger,
         metrics: Telemetry? = nil, intakeConfiguration box: IntakeConfigurationBox? = nil, server: HTTPServerBuilder? = nil,
         onJobsCreated: @escaping @Sendable () -> Void = {},
+        track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)? = nil,
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let intake = WebhookIntake(
@@ -85,8 +86,14 @@ public enum Daemon {
         if let registry = metrics?.registry {
             metricsText = { registry.emitToBuffer() }
         }
+        let admin = AdminEndpoints(
+            auth: AdminAuth(token: settings.adminToken), store: store, track: track,
+            generationDocument: { id in
+                try await Commands.statusDocument(generationID: id, store: store).map { Array($0.utf8) }
+            }
+        )
         return Application(
-            router: HTTPRoutes.router(intake: intake, metricsText: metricsText),
+            router: HTTPRoutes.router(intake: intake, metricsText: metricsText, admin: admin),
             server: server ?? HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds),
             configuration: ApplicationConfiguration(
                 address: .hostname(settings.listen.host, port: settings.listen.port),
@@ -156,14 +163,15 @@ public enum Daemon {
                 RetentionService(store: store, dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds, logger: logger),
             ],
             logger: logger,
-            metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() }
-        ) { port in
-            logger.notice("listening", metadata: [
-                "host": .string(settings.listen.host), "port": .stringConvertible(port),
-                "sources": .array(settings.sources.map { .string($0.name) }),
-                "routes": .array(settings.routes.map { .string($0.name) }),
-            ])
-        }
+            metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() },
+            onServerRunning: { port in
+                logger.notice("listening", metadata: [
+                    "host": .string(settings.listen.host), "port": .stringConvertible(port),
+                    "sources": .array(settings.sources.map { .string($0.name) }),
+                    "routes": .array(settings.routes.map { .string($0.name) }),
+                ])
+            }
+        )
         do {
             try await app.runService()
         } catch {

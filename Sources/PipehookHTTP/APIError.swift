@@ -6,16 +6,21 @@ public struct APIError: HTTPResponseError, Sendable {
     public let status: HTTPResponse.Status
     public let code: String
     public let message: String
-    public var headers: HTTPFields { [:] }
+    public let headers: HTTPFields
 
-    public init(_ status: HTTPResponse.Status, code: String, message: String) {
+    public init(_ status: HTTPResponse.Status, code: String, message: String, headers: HTTPFields = [:]) {
         self.status = status
         self.code = code
         self.message = message
+        self.headers = headers
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        JSONResponse.make(status: status, json: #"{"error":{"code":"# + JSONText.quote(code) + #","message":"# + JSONText.quote(message) + "}}")
+        var response = JSONResponse.make(
+            status: status, json: #"{"error":{"code":"# + JSONText.quote(code) + #","message":"# + JSONText.quote(message) + "}}"
+        )
+        response.headers.append(contentsOf: headers)
+        return response
     }
 
     static let unknownSource = APIError(.notFound, code: "unknown_source", message: "no source with this name is configured")

@@ -6,9 +6,16 @@ import PipehookStore
 /// Builds the HTTP router: the webhook intake plus health endpoints.
 public enum HTTPRoutes {
     /// - Parameter metricsText: the Prometheus exposition, when metrics are exported.
-    public static func router(intake: WebhookIntake, metricsText: (@Sendable () -> [UInt8])? = nil) -> Router<BasicRequestContext> {
+    /// - Parameter admin: `/api/*` and the status page; each answers 404 unless `admin_token` is set.
+    public static func router(
+        intake: WebhookIntake, metricsText: (@Sendable () -> [UInt8])? = nil, admin: AdminEndpoints? = nil
+    ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: JSONNotFoundMiddleware())
+        if let admin, admin.auth.isEnabled {
+            AdminRoutes.register(on: router, admin)
+            StatusPage.register(on: router, admin)
+        }
         router.post("/webhooks/:source") { request, context in
             let source = context.parameters.get("source") ?? ""
             return try await intake.handle(request, sourceName: source)

@@ -240,6 +240,12 @@ public final class SQLiteStore: WebhookStore {
                     WHERE g.status IN (\(terminal)) AND g.updated_at < ?
                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = g.generation_id AND j.source = g.source)
                     """
+                try db.execute(sql: "DELETE FROM polls WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])
+                // Ids the API never knew (404), idle past retention.
+                try db.execute(sql: """
+                    DELETE FROM polls WHERE state = 'stopped' AND updated_at < ? AND NOT EXISTS (
+                        SELECT 1 FROM generations g WHERE g.generation_id = polls.generation_id AND g.source = polls.source)
+                    """, arguments: [retentionCutoff])
                 try db.execute(sql: "DELETE FROM events WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])
                 report.events = db.changesCount
                 try db.execute(sql: "DELETE FROM generations WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])

@@ -112,6 +112,25 @@ enum Schema {
                 CREATE INDEX attempts_job ON attempts (job_id, id);
                 """)
         }
+        migrator.registerMigration("v3-polls") { db in
+            try db.execute(sql: """
+                -- Reconciliation (SPEC §7): generations tracked or found stuck, and when to poll them.
+                CREATE TABLE polls (
+                    source TEXT NOT NULL,
+                    generation_id TEXT NOT NULL,
+                    tracked INTEGER NOT NULL DEFAULT 0,
+                    state TEXT NOT NULL DEFAULT 'active',
+                    next_poll_at INTEGER NOT NULL,
+                    last_polled_at INTEGER,
+                    last_result TEXT,
+                    failures INTEGER NOT NULL DEFAULT 0,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL,
+                    PRIMARY KEY (generation_id, source)
+                ) WITHOUT ROWID;
+                CREATE INDEX polls_due ON polls (state, next_poll_at);
+                """)
+        }
         return migrator
     }
 }

@@ -210,4 +210,4 @@ public protocol JobStore: Sendable {
 }
 
 /// Everything the daemon and the CLI need from a store.
-public typealias Storage = WebhookStore & JobStore
+public typealias Storage = WebhookStore & JobStore & PollStore

@@ -1,0 +1,93 @@
+import Foundation
+import Hummingbird
+import NIOCore
+import PipehookStore
+
+/// What the admin endpoints (`/api/*` and the status page at `/`) need from the daemon.
+public struct AdminEndpoints: Sendable {
+    public var auth: AdminAuth
+    public var store: any Storage
+    /// Starts tracking a generation id; nil when `api` is not configured (nothing would poll it).
+    public var track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?
+    /// The `status --json` document for a generation id, or nil when the store has never heard of it.
+    public var generationDocument: @Sendable (String) async throws -> [UInt8]?
+    /// Unix milliseconds.
+    public var now: @Sendable () -> Int64
+
+    public init(
+        auth: AdminAuth, store: any Storage, track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?,
+        generationDocument: @escaping @Sendable (String) async throws -> [UInt8]?,
+        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+    ) {
+        self.auth = auth
+        self.store = store
+        self.track = track
+        self.generationDocument = generationDocument
+        self.now = now
+    }
+}
+
+/// `POST /api/generations {"id": …}` and `GET /api/generations/{id}` (SPEC §7, issue 4).
+enum AdminRoutes {
+    static let maxBodyBytes = 64 * 1024
+
+    static func register(on router: Router<BasicRequestContext>, _ admin: AdminEndpoints) {
+        router.post("/api/generations") { request, _ in
+            try admin.auth.require(request)
+            let buffer: ByteBuffer
+            do {
+                buffer = try await request.body.collect(upTo: maxBodyBytes)
+            } catch is NIOTooManyBytesError {
+                throw APIError.bodyTooLarge(maxBodyBytes)
+            }
+            let id = try generationID(in: Array(buffer.readableBytesView))
+            guard let track = admin.track else {
+                throw APIError(.conflict, code: "api_not_configured", message: "tracking needs the `api` section in the configuration")
+            }
+            let outcome: TrackOutcome
+            do throws(StoreError) {
+                outcome = try await track(id)
+            } catch {
+                throw error.kind == .unavailable ? APIError.storeUnavailable : APIError(.badRequest, code: "invalid_request", message: error.message)
+            }
+            let (status, result): (HTTPResponse.Status, String) = switch outcome.result {
+            case .tracked: (.accepted, "tracked")
+            case .alreadyTracked: (.ok, "already_tracked")
+            case .alreadyFinished: (.ok, "already_finished")
+            }
+            var json = #"{"result":""# + result + #"","generation_id":"# + JSONText.quote(id) + #","source":"# + JSONText.quote(outcome.source)
+            if let current = outcome.status { json += #","status":""# + current.rawValue + #"""# }
+            return JSONResponse.make(status: status, json: json + "}")
+        }
+        router.get("/api/generations/:id") { request, context in
+            try admin.auth.require(request)
+            let id = context.parameters.get("id") ?? ""
+            let document: [UInt8]?
+            do {
+                document = try await admin.generationDocument(id)
+            } catch {
+                throw APIError.storeUnavailable
+            }
+            guard let document else {
+                throw APIError(.notFound, code: "generation_not_found", message: "the store has no generation with this id")
+            }
+            return Response(
+                status: .ok, headers: [.contentType: "application/json"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: document))
+            )
+        }
+    }
+
+    /// The `id` of a `{"id": "gen_…"}` body, checked like a webhook's generation id.
+    static func generationID(in body: [UInt8]) throws -> String {
+        struct Body: Decodable { var id: String }
+        guard let decoded = try? JSONDecoder().decode(Body.self, from: Data(body)) else {
+            throw APIError(.badRequest, code: "invalid_request", message: #"the body must be a JSON object {"id": "<generation id>"}"#)
+        }
+        let id = decoded.id
+        guard !id.isEmpty, id.utf8.count <= 256, !id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+            throw APIError(.badRequest, code: "invalid_request", message: "id must be 1 to 256 bytes without control characters")
+        }
+        return id
+    }
+}
