@@ -102,12 +102,25 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Reconciliation with the Pipevideo API: paced client, poller service, URL refreshes.
+        .target(
+            name: "PipehookReconcile",
+            dependencies: [
+                "PipehookStore", "PipehookSettings", "PipehookFormats", "PipehookLifecycle", "PipehookHandlers", "PipehookMetrics",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
         // Composition root: settings → store → services; CLI command bodies.
         .target(
             name: "PipehookDaemon",
             dependencies: [
                 "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookSettings",
                 "PipehookStore", "PipehookSQLite", "PipehookHTTP", "PipehookHandlers", "PipehookDispatch",
+                "PipehookReconcile",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -133,6 +146,7 @@ let package = Package(
             name: "PipehookUnitTests",
             dependencies: [
                 "PipehookSignature", "PipehookLifecycle", "PipehookFormats", "PipehookSettings", "PipehookDispatch",
+                "PipehookReconcile",
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: strict
@@ -152,7 +166,7 @@ let package = Package(
             dependencies: [
                 "pipehook", "PipehookDaemon", "PipehookSQLite", "PipehookHTTP", "PipehookStore",
                 "PipehookSignature", "PipehookSettings", "PipehookDispatch", "PipehookHandlers", "PipehookFormats",
-                "PipehookMetrics", .product(name: "Prometheus", package: "swift-prometheus"),
+                "PipehookMetrics", "PipehookReconcile", "PipehookLifecycle", .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

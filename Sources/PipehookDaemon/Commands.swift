@@ -41,25 +41,38 @@ public enum Commands {
     /// The `status --json` document (one object, or an array when several sources know the id);
     /// nil when the store has never heard of the id. Also `GET /api/generations/{id}`.
     public static func statusDocument(generationID: String, source: String? = nil, store: any Storage) async throws -> String? {
-        let (details, jobsBySource) = try await statusData(generationID: generationID, source: source, store: store)
-        guard !details.isEmpty else { return nil }
-        let documents = details.map { GenerationDocument($0, jobs: jobsBySource[$0.generation.source] ?? []) }
+        let data = try await statusData(generationID: generationID, source: source, store: store)
+        guard !data.isEmpty else { return nil }
+        let documents = data.map { GenerationDocument($0.detail, source: $0.source, generationID: generationID, jobs: $0.jobs, polling: $0.polling) }
         return try Output.json(documents.count == 1 ? AnyEncodable(documents[0]) : AnyEncodable(documents))
     }
 
-    private static func statusData(
-        generationID: String, source: String?, store: any Storage
-    ) async throws -> ([GenerationDetail], [String: [(JobRecord, [AttemptRecord])]]) {
-        var details = try await store.generations(withID: generationID)
-        if let source { details = details.filter { $0.generation.source == source } }
-        var jobsBySource: [String: [(JobRecord, [AttemptRecord])]] = [:]
-        for detail in details {
-            let jobs = try await store.jobs(generationID: generationID, source: detail.generation.source)
+    /// What the store knows about one generation in one source: its state and timeline (nil
+    /// when it is only tracked so far), jobs with attempts, and polling.
+    struct StatusData {
+        var source: String
+        var detail: GenerationDetail?
+        var jobs: [(JobRecord, [AttemptRecord])]
+        var polling: PollRecord?
+    }
+
+    private static func statusData(generationID: String, source: String?, store: any Storage) async throws -> [StatusData] {
+        let details = try await store.generations(withID: generationID)
+        let polls = try await store.polling(generationID: generationID)
+        var sources = Set(details.map(\.generation.source)).union(polls.map(\.source)).sorted()
+        if let source { sources = sources.filter { $0 == source } }
+        var result: [StatusData] = []
+        for name in sources {
             var withAttempts: [(JobRecord, [AttemptRecord])] = []
-            for job in jobs { withAttempts.append((job, try await store.attempts(jobID: job.id))) }
-            jobsBySource[detail.generation.source] = withAttempts
+            for job in try await store.jobs(generationID: generationID, source: name) {
+                withAttempts.append((job, try await store.attempts(jobID: job.id)))
+            }
+            result.append(StatusData(
+                source: name, detail: details.first { $0.generation.source == name }, jobs: withAttempts,
+                polling: polls.first { $0.source == name }
+            ))
         }
-        return (details, jobsBySource)
+        return result
     }
 
     public static func status(generationID: String, source: String?, store: any Storage, json: Bool) async throws -> String {
@@ -69,25 +82,33 @@ public enum Commands {
             }
             return document
         }
-        let (details, jobsBySource) = try await statusData(generationID: generationID, source: source, store: store)
-        guard !details.isEmpty else { throw CommandFailure("no generation \(generationID) in the store") }
-        return details.map { detail in
-            let g = detail.generation
-            var lines = [
-                "generation \(g.generationID) (source \(g.source))",
-                "  status:   \(g.status.rawValue)",
-                "  updated:  \(Output.time(g.updatedAt))",
-            ]
-            if let url = g.outputURL { lines.append("  output:   \(url)") }
-            if let message = g.errorMessage { lines.append("  error:    \(message)") }
+        let data = try await statusData(generationID: generationID, source: source, store: store)
+        guard !data.isEmpty else { throw CommandFailure("no generation \(generationID) in the store") }
+        return data.map { item in
+            var lines = ["generation \(generationID) (source \(item.source))"]
+            if let g = item.detail?.generation {
+                lines.append("  status:   \(g.status.rawValue)")
+                lines.append("  updated:  \(Output.time(g.updatedAt))")
+                if let url = g.outputURL { lines.append("  output:   \(url)") }
+                if let message = g.errorMessage { lines.append("  error:    \(message)") }
+            } else {
+                lines.append("  status:   unknown (tracked; no webhook or poll has reported it yet)")
+            }
+            if let poll = item.polling {
+                var text = "  polling:  \(poll.tracked ? "tracked, " : "")\(poll.state.rawValue)"
+                if let last = poll.lastPolledAt { text += ", last \(Output.time(last)): \(poll.lastResult ?? "-")" }
+                if poll.state == .active, !(item.detail?.generation.status.isTerminal ?? false) {
+                    text += ", next \(Output.time(poll.nextPollAt))"
+                }
+                lines.append(text)
+            }
             lines.append("  timeline:")
-            for entry in detail.timeline {
+            for entry in item.detail?.timeline ?? [] {
                 let from = entry.previousStatus?.rawValue ?? "-"
                 lines.append("    \(Output.time(entry.receivedAt))  \(entry.origin.rawValue.padding(toLength: 7, withPad: " ", startingAt: 0)) \(from) -> \(entry.status.rawValue)  [\(entry.transition.rawValue)]  \(entry.eventID)")
             }
-            let jobs = jobsBySource[g.source] ?? []
-            lines.append(jobs.isEmpty ? "  jobs:     none" : "  jobs:")
-            for (job, attempts) in jobs {
+            lines.append(item.jobs.isEmpty ? "  jobs:     none" : "  jobs:")
+            for (job, attempts) in item.jobs {
                 lines.append("    \(job.id)  route \(job.route)  \(job.state.rawValue)  next step \(job.nextStep)\(job.lastError.map { "  last error: \($0)" } ?? "")")
                 for attempt in attempts {
                     lines.append("      step \(attempt.step) \(attempt.stepKind) attempt \(attempt.attempt)  \(attempt.outcome.rawValue)  \(attempt.summary ?? "")  \(Output.time(attempt.startedAt))")
@@ -167,6 +188,45 @@ public enum Commands {
         return "\(result.recognized) delivery(ies) recognized and applied, \(result.unrecognized) still unrecognized"
     }
 
+    // MARK: track
+
+    /// `pipehook track GEN_ID`: recorded in the store; the running daemon's reconciler polls it
+    /// within a second, then every `poll_after` until it ends.
+    public static func track(generationID: String, source: String?, settings: Settings, store: any Storage, json: Bool) async throws -> String {
+        guard let api = settings.api else {
+            throw CommandFailure("track needs the `api` section in the configuration (nothing would poll the generation)")
+        }
+        let sources = settings.apiSources
+        let name: String
+        if let source {
+            guard sources.contains(source) else {
+                throw CommandFailure("source \(source) is not a configured pipevideo source (have: \(sources.joined(separator: ", ")))")
+            }
+            name = source
+        } else {
+            guard let first = sources.first else { throw CommandFailure("no source with format pipevideo is configured") }
+            name = first
+        }
+        guard !generationID.isEmpty, generationID.utf8.count <= 256 else {
+            throw CommandFailure("the generation id must be 1 to 256 bytes")
+        }
+        let outcome = try await store.track(source: name, generationID: generationID, at: Int64(Date().timeIntervalSince1970 * 1000))
+        let result = switch outcome.result {
+        case .tracked: "tracked"
+        case .alreadyTracked: "already_tracked"
+        case .alreadyFinished: "already_finished"
+        }
+        if json {
+            return try Output.json(["result": result, "generation_id": generationID, "source": name, "status": outcome.status?.rawValue ?? "unknown"])
+        }
+        switch outcome.result {
+        case .tracked, .alreadyTracked:
+            return "\(result.replacingOccurrences(of: "_", with: " ")) \(generationID) (source \(name)): `pipehook serve` polls it now, then every \(api.pollAfterSeconds) s until it ends"
+        case .alreadyFinished:
+            return "\(generationID) (source \(name)) already ended: \(outcome.status?.rawValue ?? "?")"
+        }
+    }
+
     // MARK: send
 
     public struct SendOptions: Sendable {
@@ -240,12 +300,15 @@ public enum Commands {
 public struct GenerationDocument: Encodable {
     public var source: String
     public var generationID: String
-    public var status: String
+    /// nil while a tracked generation has not been reported by a webhook or a poll.
+    public var status: String?
     public var outputURL: String?
     public var errorMessage: String?
-    public var createdAt: String
-    public var updatedAt: String
+    public var createdAt: String?
+    public var updatedAt: String?
     public var timeline: [Entry]
+    public var jobs: [JobDocument] = []
+    public var polling: PollingDocument?
 
     public struct Entry: Encodable {
         var eventID: String
@@ -264,29 +327,62 @@ public struct GenerationDocument: Encodable {
         }
     }
 
-    enum CodingKeys: String, CodingKey {
-        case source, generationID = "generation_id", status, outputURL = "output_url", errorMessage = "error_message"
-        case createdAt = "created_at", updatedAt = "updated_at", timeline, jobs
+    /// The reconciler's view: whether the id is tracked, and what polling last saw.
+    public struct PollingDocument: Encodable {
+        var tracked: Bool
+        /// active, stopped (the API answered 404) or finished (the generation is terminal).
+        var state: String
+        var last_polled_at: String?
+        var last_result: String?
+        var next_poll_at: String?
+        var failures: Int
+
+        // Explicit so optional fields appear as null rather than disappearing.
+        public func encode(to encoder: any Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(tracked, forKey: .tracked)
+            try c.encode(state, forKey: .state)
+            try c.encode(last_polled_at, forKey: .last_polled_at)
+            try c.encode(last_result, forKey: .last_result)
+            try c.encode(next_poll_at, forKey: .next_poll_at)
+            try c.encode(failures, forKey: .failures)
+        }
+
+        enum CodingKeys: String, CodingKey { case tracked, state, last_polled_at, last_result, next_poll_at, failures }
     }
 
-    public var jobs: [JobDocument] = []
+    enum CodingKeys: String, CodingKey {
+        case source, generationID = "generation_id", status, outputURL = "output_url", errorMessage = "error_message"
+        case createdAt = "created_at", updatedAt = "updated_at", timeline, jobs, polling
+    }
 
-    public init(_ detail: GenerationDetail, jobs: [(JobRecord, [AttemptRecord])] = []) {
+    public init(
+        _ detail: GenerationDetail?, source: String, generationID: String, jobs: [(JobRecord, [AttemptRecord])] = [],
+        polling: PollRecord? = nil
+    ) {
+        self.source = source
+        self.generationID = generationID
         self.jobs = jobs.map { JobDocument($0.0, attempts: $0.1) }
-        let g = detail.generation
-        source = g.source
-        generationID = g.generationID
-        status = g.status.rawValue
-        outputURL = g.outputURL
-        errorMessage = g.errorMessage
-        createdAt = Output.time(g.createdAt)
-        updatedAt = Output.time(g.updatedAt)
-        timeline = detail.timeline.map {
+        let g = detail?.generation
+        status = g?.status.rawValue
+        outputURL = g?.outputURL
+        errorMessage = g?.errorMessage
+        createdAt = g.map { Output.time($0.createdAt) }
+        updatedAt = g.map { Output.time($0.updatedAt) }
+        timeline = (detail?.timeline ?? []).map {
             Entry(
                 eventID: $0.eventID, origin: $0.origin.rawValue, status: $0.status.rawValue,
                 previousStatus: $0.previousStatus?.rawValue, transition: $0.transition.rawValue,
                 outputURL: $0.outputURL, errorMessage: $0.errorMessage,
                 receivedAt: Output.time($0.receivedAt), signedAt: Output.time($0.signedAt * 1000)
+            )
+        }
+        self.polling = polling.map { poll in
+            let finished = g?.status.isTerminal ?? false
+            return PollingDocument(
+                tracked: poll.tracked, state: finished ? "finished" : poll.state.rawValue,
+                last_polled_at: poll.lastPolledAt.map(Output.time), last_result: poll.lastResult,
+                next_poll_at: (finished || poll.state == .stopped) ? nil : Output.time(poll.nextPollAt), failures: poll.failures
             )
         }
     }
@@ -303,6 +399,7 @@ public struct GenerationDocument: Encodable {
         try c.encode(updatedAt, forKey: .updatedAt)
         try c.encode(timeline, forKey: .timeline)
         try c.encode(jobs, forKey: .jobs)
+        try c.encode(polling, forKey: .polling)
     }
 }
 

@@ -7,11 +7,13 @@ import PipehookDispatch
 import PipehookHandlers
 import PipehookHTTP
 import PipehookMetrics
+import PipehookReconcile
 import Prometheus
 import PipehookSettings
 import PipehookSQLite
 import PipehookStore
 import ServiceLifecycle
+import Synchronization
 
 /// A command failed for a reason the user can act on; printed to stderr, exit 1.
 public struct CommandFailure: Error, CustomStringConvertible {
@@ -34,6 +36,16 @@ public struct Telemetry: Sendable {
         ]
         metrics = PipehookMetrics(factory: factory)
     }
+}
+
+/// Lets services built before the dispatcher wake it.
+final class Wake: Sendable {
+    private let target = Mutex<Dispatcher?>(nil)
+    var dispatcher: Dispatcher? {
+        get { target.withLock { $0 } }
+        set { target.withLock { $0 = newValue } }
+    }
+    func jobsCreated() { dispatcher?.notify() }
 }
 
 /// Composition root: settings → store → HTTP intake → one service group.
@@ -59,6 +71,14 @@ public enum Daemon {
         case .postgres:
             throw CommandFailure("store: the PostgreSQL store is not available in this version yet; use sqlite:PATH")
         }
+    }
+
+    static func reconcileConfiguration(_ settings: Settings) -> Reconciler.Configuration {
+        let routes = intakeConfiguration(settings).routesByStatus
+        return Reconciler.Configuration(
+            sources: Set(settings.apiSources), pollAfterMilliseconds: (settings.api?.pollAfterSeconds ?? 600) * 1000,
+            routes: { routes[$0] ?? [] }
+        )
     }
 
     public static func intakeConfiguration(_ settings: Settings) -> IntakeConfiguration {
@@ -140,30 +160,56 @@ public enum Daemon {
         let telemetry = Telemetry()
         let routeTable = RouteTable(settings.routes)
         let intakeBox = IntakeConfigurationBox(intakeConfiguration(settings))
+        // Reconciliation (SPEC §7) only with `api`; its client also refreshes expired download URLs.
+        let api = settings.api.map { PipevideoAPI(settings: $0, httpClient: httpClient, logger: logger, metrics: telemetry.metrics) }
+        let wake = Wake()
+        let reconciler = api.map { api in
+            Reconciler(
+                store: store, api: api, configuration: reconcileConfiguration(settings), logger: logger,
+                onJobsCreated: { wake.jobsCreated() }
+            )
+        }
+        let refreshing = RefreshingDownload(
+            download: { await download.run($0, context: $1) }, api: api,
+            sources: { reconciler?.sources ?? [] }, logger: logger
+        )
         let dispatcher = Dispatcher(
             store: store, routes: routeTable,
             runners: StepRunners(
                 exec: { await exec.run($0, context: $1) },
-                download: { await download.run($0, context: $1) },
+                download: { await refreshing.run($0, context: $1) },
                 post: { await post.run($0, context: $1) }
             ),
             logger: logger, metrics: telemetry.metrics
         )
+        wake.dispatcher = dispatcher
         // Shutdown runs in reverse: the server stops taking requests first, then running steps
         // get their grace period, then the store's checkpointer stops.
         var configPath: String?
         if case .file(let path) = loaded.origin { configPath = path }
         let reload = ReloadService(
-            configPath: configPath, initial: settings, intake: intakeBox, routes: routeTable, logControl: logControl, logger: logger
+            configPath: configPath, initial: settings, intake: intakeBox, routes: routeTable, logControl: logControl, logger: logger,
+            onReload: { next in
+                if let nextAPI = next.api { await api?.update(nextAPI) }
+                reconciler?.update(reconcileConfiguration(next))
+            }
         )
+        var track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?
+        if let reconciler, let source = settings.apiSources.first {
+            track = { id throws(StoreError) in
+                let outcome = try await store.track(source: source, generationID: id, at: Int64(Date().timeIntervalSince1970 * 1000))
+                reconciler.notify()
+                return outcome
+            }
+        }
         let app = application(
             settings: settings, store: store,
-            services: storeServices + [
-                dispatcher, reload,
+            services: storeServices + [dispatcher] + (reconciler.map { [$0] } ?? []) + [
+                reload,
                 RetentionService(store: store, dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds, logger: logger),
             ],
             logger: logger,
-            metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() },
+            metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() }, track: track,
             onServerRunning: { port in
                 logger.notice("listening", metadata: [
                     "host": .string(settings.listen.host), "port": .stringConvertible(port),

@@ -15,13 +15,17 @@ struct ReloadService: Service {
     let routes: RouteTable
     let logControl: LogControl?
     let logger: Logger
+    /// Applies the parts owned by other services (the API client, the reconciler).
+    var onReload: @Sendable (Settings) async -> Void = { _ in }
 
     func run() async throws {
         let signals = await UnixSignalsSequence(trapping: .sighup)
         await cancelWhenGracefulShutdown {
             var running = initial
             for await _ in signals {
-                running = reload(from: running)
+                let next = reload(from: running)
+                if next.api != nil || running.api != nil { await onReload(next) }
+                running = next
             }
         }
     }
@@ -48,6 +52,8 @@ struct ReloadService: Service {
         if next.dataDir != running.dataDir { needsRestart.append("data_dir") }
         if next.tls != running.tls { needsRestart.append("tls") }
         if next.readTimeoutMilliseconds != running.readTimeoutMilliseconds { needsRestart.append("read_timeout") }
+        if (next.api == nil) != (running.api == nil) { needsRestart.append("api") }
+        if next.adminToken != running.adminToken { needsRestart.append("admin_token") }
         intake.replace(Daemon.intakeConfiguration(next))
         routes.replace(next.routes)
         logControl?.update(format: next.logFormat, level: next.logLevel)

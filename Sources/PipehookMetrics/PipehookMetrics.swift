@@ -66,6 +66,12 @@ public final class PipehookMetrics: Sendable {
         counter("pipehook_download_bytes_total", [("route", route)]).increment(by: bytes)
     }
 
+    /// Requests to the provider's API (reconciliation and URL refreshes). `result`: ok,
+    /// not_found, unauthorized, rate_limited, unavailable, rejected.
+    public func apiRequest(result: String) {
+        counter("pipehook_api_requests_total", [("result", result)]).increment()
+    }
+
     public func jobsWaiting(pending: Int, dead: Int) {
         gauge("pipehook_jobs_pending", []).record(pending)
         gauge("pipehook_jobs_dead", []).record(dead)

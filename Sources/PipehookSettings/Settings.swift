@@ -26,6 +26,11 @@ public struct Settings: Sendable {
     public func source(named name: String) -> Source? {
         sources.first { $0.name == name }
     }
+
+    /// Sources whose generations the Pipevideo API knows (reconciliation polls only these).
+    public var apiSources: [String] {
+        api == nil ? [] : sources.filter { $0.format.name == PipevideoFormat().name }.map(\.name)
+    }
 }
 
 public struct ListenAddress: Sendable, Equatable, CustomStringConvertible {

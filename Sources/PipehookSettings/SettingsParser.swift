@@ -232,6 +232,9 @@ struct Reader {
         let sources = values["sources"].map { sourceList($0, "sources") } ?? []
         if values["sources"] == nil { problem("sources", "at least one source is required") }
         let api = values["api"].flatMap { apiSettings($0, "api") }
+        if values["api"] != nil, let sources, !sources.contains(where: { $0.format.name == PipevideoFormat().name }) {
+            problem("api", "needs a source with format pipevideo: the API only knows Pipevideo generations")
+        }
         let retry = values["retry"].map { retryPolicy($0, "retry", base: .standard) } ?? .standard
         let routes = values["routes"].map { routeList($0, "routes", globalRetry: retry ?? .standard) } ?? []
 

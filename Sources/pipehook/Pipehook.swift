@@ -14,7 +14,7 @@ struct Pipehook: AsyncParsableCommand {
         abstract: "Receive, verify, deduplicate and record Pipevideo generation webhooks.",
         subcommands: [
             Serve.self, CheckConfig.self, Status.self, Generations.self, Jobs.self, Retry.self, Replay.self, Reprocess.self,
-            Send.self, Prune.self,
+            Send.self, Track.self, Prune.self,
         ]
     )
 
@@ -219,5 +219,21 @@ struct Reprocess: AsyncParsableCommand {
         let settings = try options.load().settings
         let store = try Daemon.openStore(settings)
         write(try await Commands.reprocess(settings: settings, store: store, json: json))
+    }
+}
+
+struct Track: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Make sure a generation ends in the store: the daemon polls the Pipevideo API for it until it does."
+    )
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The generation id, e.g. gen_abc123.") var generationID: String
+    @Option(help: "The pipevideo source it belongs to (default: the first).") var source: String?
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try Daemon.openStore(settings)
+        write(try await Commands.track(generationID: generationID, source: source, settings: settings, store: store, json: json))
     }
 }
