@@ -61,8 +61,7 @@ public actor PipevideoAPI {
     /// A reload: a new key ends a 401 pause at once; a new budget applies from the next request.
     public func update(_ next: API) {
         if next.key != settings.key, unauthorizedLogged {
-            unauthorizedLogged = false
-            pausedUntil = 0
+            pausedUntil = 0  // the next request tries the new key; its success logs the resume
         }
         if next.requestsPerMinute != settings.requestsPerMinute {
             bucket = TokenBucket(requestsPerMinute: next.requestsPerMinute)
@@ -75,9 +74,15 @@ public actor PipevideoAPI {
         let asked = now()
         while true {
             let current = now()
-            let slot = bucket.peek(now: current, notBefore: pausedUntil)
+            if pausedUntil > current {
+                if let maxWait, pausedUntil - asked > maxWait.milliseconds { return .throttled }
+                // In short steps: a reload with a new key may end the pause early.
+                do { try await Task.sleep(for: .milliseconds(min(pausedUntil - current, 1_000))) } catch { return .throttled }
+                continue
+            }
+            let slot = bucket.peek(now: current)
             if let maxWait, slot - asked > maxWait.milliseconds { return .throttled }
-            _ = bucket.reserve(now: current, notBefore: pausedUntil)
+            _ = bucket.reserve(now: current)
             if slot > current {
                 do { try await Task.sleep(for: .milliseconds(slot - current)) } catch { return .throttled }
             }

@@ -149,12 +149,14 @@ public final class Reconciler: Service {
         case .notFound:
             logger.notice("Pipevideo API does not know this generation; polling stopped", metadata: metadata)
             await record(candidate, PollResult(summary: "HTTP 404: unknown to the Pipevideo API; polling stopped", next: .stop, failed: false), metadata)
+        // Failures the client pauses for: due again soon, so a fixed key or a recovered API
+        // picks it up first; the client's pause decides when the request is actually sent.
         case .unauthorized:
-            await record(candidate, PollResult(summary: "HTTP 401: the API key was rejected", next: .pollAt(await api.pausedUntil), failed: true), metadata)
+            await record(candidate, PollResult(summary: "HTTP 401: the API key was rejected", next: .pollAt(polledAt + 1_000), failed: true), metadata)
         case .rateLimited(let wait):
             await record(candidate, PollResult(summary: "HTTP 429: rate limited for \(wait) ms", next: .pollAt(polledAt + wait), failed: true), metadata)
         case .unavailable(let reason):
-            await record(candidate, PollResult(summary: reason, next: .pollAt(max(await api.pausedUntil, polledAt + 1_000)), failed: true), metadata)
+            await record(candidate, PollResult(summary: reason, next: .pollAt(polledAt + 1_000), failed: true), metadata)
         case .rejected(let status):
             await record(candidate, PollResult(summary: "HTTP \(status)", next: .pollAt(again), failed: true), metadata)
         case .throttled:

@@ -73,6 +73,13 @@ public struct API: Sendable, Equatable {
     public var key: String
     public var requestsPerMinute: Int
     public var pollAfterSeconds: Int64
+
+    public init(baseURL: String, key: String, requestsPerMinute: Int, pollAfterSeconds: Int64) {
+        self.baseURL = baseURL
+        self.key = key
+        self.requestsPerMinute = requestsPerMinute
+        self.pollAfterSeconds = pollAfterSeconds
+    }
 }
 
 public struct RetryPolicy: Sendable, Equatable {
