@@ -8,7 +8,9 @@ import UnixSignals
 /// `SIGHUP` reloads the configuration file: validated first; sources, secrets, body limit,
 /// routes, retry policies and log format/level are swapped whole, so a request or a step sees
 /// either the old or the new configuration, never a mix. An invalid file keeps the running one.
-struct ReloadService: Service {
+struct ReloadService: Service, CustomStringConvertible {
+    var description: String { "ReloadService" }
+
     let configPath: String?
     let initial: Settings
     let intake: IntakeConfigurationBox

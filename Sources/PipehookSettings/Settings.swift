@@ -222,3 +222,41 @@ public struct PathTemplate: Sendable, Equatable {
         self.pieces = pieces
     }
 }
+
+// Credentials must not reach a log through `String(describing:)`, `dump` or a mirror (the
+// service lifecycle logs its services that way at debug level).
+extension API: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        "API(baseURL: \(baseURL), key: <redacted>, requestsPerMinute: \(requestsPerMinute), pollAfterSeconds: \(pollAfterSeconds))"
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: ["baseURL": baseURL, "requestsPerMinute": requestsPerMinute, "pollAfterSeconds": pollAfterSeconds])
+    }
+}
+
+extension Settings: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        "Settings(listen: \(listen), store: \(store), sources: \(sources.map(\.name)), routes: \(routes.map(\.name)), api: \(api.map { "\($0)" } ?? "none"), admin_token: \(adminToken == nil ? "none" : "<redacted>"))"
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror {
+        Mirror(self, children: ["listen": listen, "store": store, "sources": sources.map(\.name), "routes": routes.map(\.name)])
+    }
+}
+
+extension StoreLocation: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    /// A PostgreSQL URL's password is replaced.
+    public var description: String {
+        switch self {
+        case .sqlite(let path): return "sqlite:\(path)"
+        case .postgres(let url):
+            guard let at = url.lastIndex(of: "@"), let scheme = url.range(of: "://"),
+                let colon = url[scheme.upperBound..<at].firstIndex(of: ":")
+            else { return url }
+            return String(url[..<url.index(after: colon)]) + "<redacted>" + String(url[at...])
+        }
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["location": description]) }
+}

@@ -207,3 +207,11 @@ extension String {
         return String(scalars[first...last])
     }
 }
+
+/// Never printed: service lifecycles and debuggers describe values with `String(describing:)`,
+/// `dump` and mirrors, and a secret must not reach a log that way either.
+extension SigningSecret: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { "SigningSecret(<redacted>)" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: [:]) }
+}

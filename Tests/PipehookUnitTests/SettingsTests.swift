@@ -1,4 +1,5 @@
 import PipehookLifecycle
+import PipehookSignature
 @testable import PipehookSettings
 import Testing
 
@@ -222,5 +223,44 @@ import Testing
     func pathTemplates(text: String, valid: Bool) {
         let parsed = try? PathTemplate(text)
         #expect((parsed != nil) == valid)
+    }
+}
+
+/// The service lifecycle logs its services with `String(describing:)` at debug level; settings
+/// reach it inside the reload service. No credential may come out of any description.
+@Suite struct SettingsRedactionTests {
+    @Test func noCredentialInAnyDescription() throws {
+        let settings = try SettingsParser.parse(yaml: """
+            store: "postgres://pipehook:db-password-777@db.internal:5432/pipehook"
+            admin_token: "admin-token-secret-0123"
+            sources:
+              pipevideo:
+                secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+            api:
+              key: "pv_live_key_secret_999"
+            routes:
+              - name: forward
+                on: [completed]
+                steps:
+                  - post: {url: "https://ops.example.com/hook", secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"}
+            """, environment: [:])
+        var dumped = ""
+        dump(settings, to: &dumped)
+        var dumpedSources = ""
+        dump(settings.sources, to: &dumpedSources)
+        var dumpedRoutes = ""
+        dump(settings.routes, to: &dumpedRoutes)
+        let texts = [
+            String(describing: settings), String(reflecting: settings), dumped, dumpedSources, dumpedRoutes,
+            "\(settings.sources)", "\(settings.routes)", "\(settings.api!)", String(reflecting: settings.api!), "\(settings.store)",
+        ]
+        let secretKeyBytes = try SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").key.map(String.init).prefix(4).joined(separator: ", ")
+        for text in texts {
+            for secret in ["db-password-777", "admin-token-secret-0123", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "pv_live_key_secret_999",
+                           "C2FVsBQIhrscChlQIMV", secretKeyBytes] {
+                #expect(!text.contains(secret), "\(secret) in \(text)")
+            }
+        }
+        #expect("\(settings.store)" == "postgres://pipehook:<redacted>@db.internal:5432/pipehook")
     }
 }
