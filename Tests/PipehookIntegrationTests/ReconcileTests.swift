@@ -130,10 +130,11 @@ final class CapturedLog: Sendable {
             var fresh = Fixture.delivery(id: "msg_s1", generation: "gen_s", status: .in_progress, at: now)
             _ = try await h.store.ingest(fresh)
             let reconciler = { Self.reconciler(h.store, Self.api(base), pollAfter: 1_500) }
-            // Younger than poll_after: left alone.
-            try await Self.idle(reconciler(), seconds: 0.6)
-            #expect(await fake.requests.isEmpty)
             try await Self.running(reconciler()) { try await Self.status(h.store, "gen_s") == .completed }
+            // Left alone while younger than poll_after, then polled once.
+            let asked = await fake.requests(for: "gen_s").map(\.at)
+            #expect(asked.count == 1)
+            #expect(asked.allSatisfy { $0 >= now + 1_500 }, "polled \(asked.map { $0 - now }) ms after the webhook")
             #expect(try await h.store.generations(withID: "gen_s").first?.generation.outputURL == "https://cdn.example/s.mp4")
             // The late webhook for the same completion changes nothing and starts nothing.
             fresh = Fixture.delivery(id: "msg_s2", generation: "gen_s", status: .completed, at: now + 5_000)
