@@ -60,7 +60,7 @@ extension SQLiteStore: PollStore {
                                    created_at, updated_at)
                 VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (generation_id, source) DO UPDATE SET
-                    state = excluded.state, next_poll_at = excluded.next_poll_at, last_polled_at = excluded.last_polled_at,
+                    state = CASE WHEN polls.state = 'done' THEN 'done' ELSE excluded.state END, next_poll_at = excluded.next_poll_at, last_polled_at = excluded.last_polled_at,
                     last_result = excluded.last_result,
                     failures = CASE WHEN ? THEN polls.failures + 1 ELSE 0 END, updated_at = excluded.updated_at
                 """, arguments: [

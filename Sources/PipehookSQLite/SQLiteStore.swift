@@ -158,6 +158,13 @@ public final class SQLiteStore: WebhookStore {
                         delivery.source, event.generationID, event.status.rawValue, event.outputURL, event.errorMessage,
                         delivery.receivedAt, delivery.receivedAt, delivery.deliveryID,
                     ])
+                // A generation that ended needs no more polling; keeps the reconciler's scan to
+                // the live ones. An index probe that finds nothing when the id was never polled.
+                if event.status.isTerminal {
+                    try db.cachedStatement(sql: """
+                        UPDATE polls SET state = 'done', updated_at = ? WHERE generation_id = ? AND source = ? AND state = 'active'
+                        """).execute(arguments: [delivery.receivedAt, event.generationID, delivery.source])
+                }
                 // Transactional outbox: the jobs commit with the transition or not at all.
                 for route in delivery.routes {
                     try db.cachedStatement(sql: """

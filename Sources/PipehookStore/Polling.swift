@@ -29,6 +29,8 @@ public struct PollRecord: Sendable, Equatable {
         case active
         /// The API does not know the id (HTTP 404): never polled again.
         case stopped
+        /// The generation reached a terminal status.
+        case done
     }
 
     public var source: String

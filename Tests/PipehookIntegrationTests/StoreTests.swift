@@ -120,4 +120,51 @@ import Testing
         #expect(second.jobs == 1 && second.generations == 1 && second.events == 1)
         #expect(try await store.counts() == StoreCounts(deliveries: 0, events: 0, generations: 0, unrecognized: 0))
     }
+
+    @Test func pollingBookkeepingCandidatesAndRetention() async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let day: Int64 = 86_400_000
+        let now = 100 * day
+        // Seen by webhook long ago and still open; seen recently; tracked and never seen; terminal.
+        _ = try await store.ingest(Fixture.delivery(id: "m-stuck", generation: "g-stuck", status: .in_progress, at: now - 2 * day))
+        _ = try await store.ingest(Fixture.delivery(id: "m-fresh", generation: "g-fresh", status: .queued, at: now - 1_000))
+        _ = try await store.ingest(Fixture.delivery(id: "m-done", generation: "g-done", status: .completed, at: now - 2 * day))
+        #expect(try await store.track(source: "pipevideo", generationID: "g-tracked", at: now).result == .tracked)
+        #expect(try await store.track(source: "pipevideo", generationID: "g-tracked", at: now).result == .alreadyTracked)
+        #expect(try await store.track(source: "pipevideo", generationID: "g-done", at: now).result == .alreadyFinished)
+        let idleSince = now - 600_000
+        #expect(Set(try await store.pollCandidates(now: now, idleSince: idleSince, limit: 10).map(\.generationID)) == ["g-stuck", "g-tracked"])
+
+        // Polled: due again only at the time recorded.
+        for id in ["g-stuck", "g-tracked"] {
+            try await store.recordPoll(PollCandidate(source: "pipevideo", generationID: id), result: PollResult(summary: "HTTP 200 in_progress", next: .pollAt(now + 600_000), failed: false), at: now)
+        }
+        #expect(try await store.pollCandidates(now: now, idleSince: idleSince, limit: 10).isEmpty)
+        #expect(try await store.pollCandidates(now: now + 600_000, idleSince: idleSince, limit: 10).count == 2)
+        // Failures count up and reset on success; a 404 stops for good.
+        let stuck = PollCandidate(source: "pipevideo", generationID: "g-stuck")
+        try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 500", next: .pollAt(now + 1), failed: true), at: now)
+        try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 500", next: .pollAt(now + 1), failed: true), at: now)
+        #expect(try await store.polling(generationID: "g-stuck").first?.failures == 2)
+        try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 404", next: .stop, failed: false), at: now)
+        let stopped = try #require(try await store.polling(generationID: "g-stuck").first)
+        #expect(stopped.state == .stopped && stopped.failures == 0 && stopped.lastResult == "HTTP 404" && !stopped.tracked)
+        #expect(try await store.pollCandidates(now: now + 600_000, idleSince: idleSince, limit: 10).map(\.generationID) == ["g-tracked"])
+
+        // A webhook that ends a polled generation ends its polling too, and a late poll record keeps it ended.
+        _ = try await store.ingest(Fixture.delivery(id: "m-tracked", generation: "g-tracked", status: .failed, at: now + 10))
+        #expect(try await store.polling(generationID: "g-tracked").first?.state == .done)
+        try await store.recordPoll(PollCandidate(source: "pipevideo", generationID: "g-tracked"), result: PollResult(summary: "HTTP 200 failed", next: .pollAt(now + 600_000), failed: false), at: now + 20)
+        #expect(try await store.polling(generationID: "g-tracked").first?.state == .done)
+        #expect(try await store.pollCandidates(now: now + 10 * day, idleSince: idleSince, limit: 10).isEmpty)
+
+        // Retention: the ended generation goes with its polling record; a stopped id nobody reported goes too.
+        _ = try await store.track(source: "pipevideo", generationID: "g-ghost", at: now)
+        try await store.recordPoll(PollCandidate(source: "pipevideo", generationID: "g-ghost"), result: PollResult(summary: "HTTP 404", next: .stop, failed: false), at: now)
+        _ = try await store.prune(nowMilliseconds: now + 40 * day, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false)
+        #expect(try await store.polling(generationID: "g-tracked").isEmpty)
+        #expect(try await store.polling(generationID: "g-ghost").isEmpty)
+        #expect(try await store.polling(generationID: "g-stuck").count == 1, "its generation is still open, so it stays")
+    }
 }
