@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
         // System OpenSSL libcrypto: HMAC-SHA256, SHA-256, constant-time compare.
@@ -84,7 +85,7 @@ let package = Package(
         .target(
             name: "PipehookHandlers",
             dependencies: [
-                "PipehookLifecycle", "PipehookSettings", "PipehookSignature", "PipehookStore",
+                "PipehookLifecycle", "PipehookSettings", "PipehookSignature", "PipehookStore", "PipehookFormats",
                 .product(name: "Subprocess", package: "swift-subprocess"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
@@ -141,6 +142,16 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict
+        ),
+        // Micro-benchmarks of the hot path: `swift package benchmark` (release build).
+        .executableTarget(
+            name: "PipehookMicro",
+            dependencies: [
+                "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookReconcile", "PipehookHandlers",
+                .product(name: "Benchmark", package: "benchmark"),
+            ],
+            path: "Benchmarks/PipehookMicro",
+            plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]
         ),
         .testTarget(
             name: "PipehookUnitTests",

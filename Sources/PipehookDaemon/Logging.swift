@@ -1,3 +1,4 @@
+import PipehookFormats
 import Foundation
 import Synchronization
 import Logging

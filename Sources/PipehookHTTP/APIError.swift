@@ -1,4 +1,5 @@
 import Hummingbird
+import PipehookFormats
 
 /// An error with a stable `code` that reaches the client as `{"error":{"code","message"}}`.
 /// Messages are written by us, never echo request values, and never contain secrets.
@@ -39,28 +40,5 @@ enum JSONResponse {
             headers: [.contentType: "application/json"],
             body: ResponseBody(byteBuffer: ByteBuffer(string: json))
         )
-    }
-}
-
-/// Minimal JSON string quoting for the few small documents we write by hand on the hot path.
-public enum JSONText {
-    public static func quote(_ text: String) -> String {
-        var out = "\""
-        out.reserveCapacity(text.utf8.count + 2)
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case let c where c.value < 0x20:
-                let hex = String(c.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(scalar)
-            }
-        }
-        out += "\""
-        return out
     }
 }

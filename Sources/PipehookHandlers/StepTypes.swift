@@ -1,4 +1,5 @@
 import Foundation
+import PipehookFormats
 import PipehookLifecycle
 import PipehookStore
 
@@ -40,36 +41,28 @@ public struct EventDocument: Sendable, Equatable {
     /// Serialised with every key present (`null` when unset). `raw` is embedded as JSON when it
     /// parses as JSON, else as a string.
     public func json() -> [UInt8] {
-        func quote(_ text: String?) -> String {
-            guard let text else { return "null" }
-            let data = try! JSONEncoder().encode(text)
-            return String(decoding: data, as: UTF8.self)
-        }
+        func quote(_ text: String?) -> String { text.map(JSONText.quote) ?? "null" }
+        // Events come from bodies a format decoded, so `raw` is JSON in practice; checked anyway.
         let rawJSON: String
         if (try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])) != nil {
             rawJSON = String(decoding: raw, as: UTF8.self)
         } else {
             rawJSON = quote(String(decoding: raw, as: UTF8.self))
         }
-        let received = ISO8601DateFormatter.string(
-            from: Date(timeIntervalSince1970: Double(receivedAt) / 1000), timeZone: TimeZone(identifier: "UTC")!,
-            formatOptions: [.withInternetDateTime, .withFractionalSeconds]
-        )
-        var parts: [String] = []
-        parts.append("\"event_id\":\(quote(eventID))")
-        parts.append("\"source\":\(quote(source))")
-        parts.append("\"type\":\(quote(type))")
-        parts.append("\"generation_id\":\(quote(generationID))")
-        parts.append("\"status\":\(quote(status.rawValue))")
-        parts.append("\"previous_status\":\(quote(previousStatus?.rawValue))")
-        parts.append("\"output_url\":\(quote(outputURL))")
-        parts.append("\"error_message\":\(quote(errorMessage))")
-        parts.append("\"received_at\":\(quote(received))")
-        parts.append("\"file\":\(quote(artifact?.file))")
-        parts.append("\"sha256\":\(quote(artifact?.sha256))")
-        parts.append("\"bytes\":\(artifact.map { String($0.bytes) } ?? "null")")
-        parts.append("\"raw\":\(rawJSON)")
-        return Array(("{" + parts.joined(separator: ",") + "}").utf8)
+        var out = "{\"event_id\":" + quote(eventID)
+        out += ",\"source\":" + quote(source)
+        out += ",\"type\":" + quote(type)
+        out += ",\"generation_id\":" + quote(generationID)
+        out += ",\"status\":" + quote(status.rawValue)
+        out += ",\"previous_status\":" + quote(previousStatus?.rawValue)
+        out += ",\"output_url\":" + quote(outputURL)
+        out += ",\"error_message\":" + quote(errorMessage)
+        out += ",\"received_at\":" + quote(JSONText.timestamp(milliseconds: receivedAt))
+        out += ",\"file\":" + quote(artifact?.file)
+        out += ",\"sha256\":" + quote(artifact?.sha256)
+        out += ",\"bytes\":" + (artifact.map { String($0.bytes) } ?? "null")
+        out += ",\"raw\":" + rawJSON + "}"
+        return Array(out.utf8)
     }
 }
 

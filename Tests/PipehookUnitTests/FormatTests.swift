@@ -1,3 +1,4 @@
+import Foundation
 import PipehookFormats
 import PipehookLifecycle
 import Testing
@@ -56,5 +57,25 @@ import Testing
     @Test func registryFindsFormatsByName() {
         #expect(EventFormats.named("pipevideo")?.name == "pipevideo")
         #expect(EventFormats.named("other") == nil)
+    }
+}
+
+@Suite struct JSONTextTests {
+    @Test(arguments: [
+        (Int64(0), "1970-01-01T00:00:00.000Z"), (1_760_000_000_123, "2025-10-09T08:53:20.123Z"),
+        (-1, "1969-12-31T23:59:59.999Z"), (951_782_400_000, "2000-02-29T00:00:00.000Z"), (253_402_300_799_999, "9999-12-31T23:59:59.999Z"),
+    ] as [(Int64, String)])
+    func timestampsAreRFC3339UTCWithMilliseconds(milliseconds: Int64, text: String) {
+        #expect(JSONText.timestamp(milliseconds: milliseconds) == text)
+    }
+
+    @Test(arguments: [
+        ("plain", #""plain""#), ("a\"b\\c", #""a\"b\\c""#), ("line\nnext\ttab\r", #""line\nnext\ttab\r""#),
+        ("\u{01}\u{1f}", #""\u0001\u001f""#), ("é 🎬 </script>", #""é 🎬 </script>""#),
+    ])
+    func quotingRoundTripsThroughAJSONParser(text: String, quoted: String) throws {
+        #expect(JSONText.quote(text) == quoted)
+        let parsed = try JSONSerialization.jsonObject(with: Data(JSONText.quote(text).utf8), options: [.fragmentsAllowed]) as? String
+        #expect(parsed == text)
     }
 }

@@ -1,0 +1,92 @@
+import Benchmark
+import Foundation
+import PipehookFormats
+import PipehookHandlers
+import PipehookLifecycle
+import PipehookReconcile
+import PipehookSignature
+
+// The hot path of one webhook, piece by piece (release build, `swift package benchmark`):
+// how long each part takes and how many allocations it makes. Whole-request throughput and
+// latency are measured against the running binary by Benchmarks/ingest/run.sh (wrk).
+let benchmarks: @Sendable () -> Void = {
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.wallClock, .cpuTotal, .mallocCountTotal, .throughput],
+        scalingFactor: .kilo,
+        maxDuration: .seconds(3)
+    )
+
+    let secret = try! SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+    let body = Array(#"{"eventType":"video.generation.completed","generationId":"gen_01HZX3Q9","status":"completed","outputUrl":"https://cdn.pipevideo.co/v/gen_01HZX3Q9.mp4?sig=abc","errorMessage":null}"#.utf8)
+    let now: Int64 = 1_760_000_000
+    let signature = Signer.signature(secret: secret, id: "msg_2kP9", timestamp: now, body: body)
+    let headers = SignedHeaders(id: "msg_2kP9", timestamp: String(now), signature: signature)
+    let rotated = try! [SigningSecret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"), SigningSecret("whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldA=="), secret]
+
+    Benchmark("verify signature (1 secret)") { benchmark in
+        let verifier = SignatureVerifier(secrets: [secret])
+        for _ in benchmark.scaledIterations {
+            blackHole(try? verifier.verify(headers: headers, body: body, now: now))
+        }
+    }
+
+    Benchmark("verify signature (3 secrets, rotation, match last)") { benchmark in
+        let verifier = SignatureVerifier(secrets: rotated)
+        for _ in benchmark.scaledIterations {
+            blackHole(try? verifier.verify(headers: headers, body: body, now: now))
+        }
+    }
+
+    Benchmark("reject bad signature") { benchmark in
+        let verifier = SignatureVerifier(secrets: rotated)
+        let forged = SignedHeaders(id: "msg_2kP9", timestamp: String(now), signature: "v1,AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+        for _ in benchmark.scaledIterations {
+            blackHole(try? verifier.verify(headers: forged, body: body, now: now))
+        }
+    }
+
+    Benchmark("decode Pipevideo webhook body") { benchmark in
+        let format = PipevideoFormat()
+        for _ in benchmark.scaledIterations {
+            blackHole(try? format.decode(body))
+        }
+    }
+
+    let apiDocument = Array(#"""
+        {"id":"gen_01HZX3Q9","object":"response","status":"completed","output_video_url":null,
+         "output":[{"type":"message","content":[{"type":"output_video","video_url":{"url":"https://cdn/v.mp4","expires_at":1999999999}}]}],
+         "error":null,"completed_at":1760000000,"artifact_url":null,"usage":{"seconds":8}}
+        """#.utf8)
+    Benchmark("decode Pipevideo API snapshot") { benchmark in
+        for _ in benchmark.scaledIterations {
+            blackHole(try? PipevideoAPIFormat.snapshot(apiDocument))
+        }
+    }
+
+    Benchmark("state machine: fold 6 shuffled events") { benchmark in
+        let events: [GenerationStatus] = [.inProgress, .queued, .completed, .failed, .inProgress, .completed]
+        for _ in benchmark.scaledIterations {
+            blackHole(Lifecycle.fold(events))
+        }
+    }
+
+    Benchmark("token bucket reserve") { benchmark in
+        var bucket = TokenBucket(requestsPerMinute: 100)
+        var time: Int64 = 0
+        for _ in benchmark.scaledIterations {
+            time += 700
+            blackHole(bucket.reserve(now: time))
+        }
+    }
+
+    Benchmark("event document JSON for a step") { benchmark in
+        let document = EventDocument(
+            eventID: "msg_2kP9", source: "pipevideo", type: PipevideoFormat.completedEventType, generationID: "gen_01HZX3Q9",
+            status: .completed, previousStatus: .inProgress, outputURL: "https://cdn.pipevideo.co/v/gen_01HZX3Q9.mp4",
+            errorMessage: nil, receivedAt: 1_760_000_000_123, raw: body
+        )
+        for _ in benchmark.scaledIterations {
+            blackHole(document.json())
+        }
+    }
+}
