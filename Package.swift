@@ -182,6 +182,8 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
+            // The headless-Chromium driver, run by StatusPageTests with python3.
+            exclude: ["Browser"],
             swiftSettings: strict
         ),
     ]

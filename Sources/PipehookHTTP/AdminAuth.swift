@@ -51,6 +51,19 @@ public struct AdminAuth: Sendable {
         }
     }
 
+    /// The hidden form value that shows a POST was made from a page this server rendered:
+    /// hex HMAC-SHA256 keyed with SHA-256 of the token, over `purpose` (e.g. "retry:job_…").
+    /// Browsers re-send Basic credentials on cross-site posts; a foreign page cannot know this.
+    func formToken(for purpose: String) -> String? {
+        guard let digest else { return nil }
+        return Crypto.hmacSHA256(key: digest, message: Array(purpose.utf8)).hexString
+    }
+
+    func verifyFormToken(_ presented: String?, for purpose: String) -> Bool {
+        guard let presented, let expected = formToken(for: purpose) else { return false }
+        return Crypto.constantTimeEquals(Array(presented.utf8), Array(expected.utf8))
+    }
+
     /// Throws the documented error unless the request carries the token.
     func require(_ request: Request) throws {
         switch check(authorization: request.headers[.authorization]) {

@@ -1,12 +1,136 @@
+import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 import PipehookStore
 
-/// The read-only status page at `/` (issue 5). Placeholder until the page lands.
+/// The read-only status page at `/` and its one action, retrying a dead job (issue 5).
+/// Behind `admin_token` like `/api/*`; people reach it with HTTP Basic (token as password).
 enum StatusPage {
+    static let maxFormBytes = 4 * 1024
+
+    /// No script, no external resources, not framable, never cached (it shows signed URLs).
+    static let pageHeaders: HTTPFields = [
+        .contentType: "text/html; charset=utf-8",
+        .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        .cacheControl: "no-store",
+        .xContentTypeOptions: "nosniff",
+        referrerPolicy: "no-referrer",
+    ]
+
     static func register(on router: Router<BasicRequestContext>, _ admin: AdminEndpoints) {
         router.get("/") { request, _ in
             try admin.auth.require(request)
-            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"], body: ResponseBody(byteBuffer: ByteBuffer(string: "<!doctype html><title>pipehook</title>")))
+            let retried = request.uri.queryParameters["retried"].map(String.init).flatMap { isJobID($0) ? $0 : nil }
+            let snapshot: StatusPageSnapshot
+            do {
+                snapshot = try await StatusPageSnapshot.load(from: admin.store, now: admin.now())
+            } catch {
+                throw APIError.storeUnavailable
+            }
+            let page = StatusPageHTML.render(snapshot, retried: retried) { jobID in
+                admin.auth.formToken(for: retryPurpose(jobID)) ?? ""
+            }
+            return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+        }
+
+        router.post("/jobs/:id/retry") { request, context in
+            try admin.auth.require(request)
+            let jobID = context.parameters.get("id") ?? ""
+            guard isJobID(jobID) else { throw APIError.jobNotFound }
+            if let reason = foreignOriginReason(
+                origin: request.headers[.origin], fetchSite: request.headers[secFetchSite], host: request.head.authority
+            ) {
+                throw APIError(.forbidden, code: "csrf_failed", message: reason)
+            }
+            guard isFormContentType(request.headers[.contentType]) else {
+                throw APIError(.unsupportedMediaType, code: "unsupported_media_type", message: "send the form as application/x-www-form-urlencoded")
+            }
+            let body: ByteBuffer
+            do {
+                body = try await request.body.collect(upTo: maxFormBytes)
+            } catch is NIOTooManyBytesError {
+                throw APIError.bodyTooLarge(maxFormBytes)
+            }
+            let csrf = formValue("csrf", in: String(decoding: body.readableBytesView, as: UTF8.self))
+            guard admin.auth.verifyFormToken(csrf, for: retryPurpose(jobID)) else {
+                throw APIError(.forbidden, code: "csrf_failed", message: "the form token is missing or wrong; reload the status page and try again")
+            }
+            do throws(StoreError) {
+                _ = try await admin.store.retry(jobID: jobID, at: admin.now())
+            } catch {
+                switch error.kind {
+                case .notFound: throw APIError.jobNotFound
+                // The store's message names the (validated) job id and what to do instead.
+                case .invalid: throw APIError(.conflict, code: "job_not_retryable", message: error.message)
+                case .unavailable: throw APIError.storeUnavailable
+                }
+            }
+            return Response(status: .seeOther, headers: [.location: "/?retried=" + jobID, .cacheControl: "no-store"])
         }
     }
+
+    static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!
+    static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
+
+    static func retryPurpose(_ jobID: String) -> String { "retry:" + jobID }
+
+    /// `job_` + 16 lower-case hex digits, as the store makes them.
+    static func isJobID(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 20, bytes.starts(with: Array("job_".utf8)) else { return false }
+        return bytes[4...].allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+
+    /// Why a POST does not look like it came from our own page, or nil when it may have.
+    /// Requests without these headers (curl, scripts) pass; the form token still has to match.
+    static func foreignOriginReason(origin: String?, fetchSite: String?, host: String?) -> String? {
+        let site = fetchSite?.lowercased()
+        if let site, site != "same-origin", site != "none" {
+            return "the browser says this request came from another site (Sec-Fetch-Site)"
+        }
+        guard let origin else { return nil }
+        if origin == "null" {
+            // Our pages send `Referrer-Policy: no-referrer`, under which browsers post their forms
+            // with `Origin: null`; only Sec-Fetch-Site (which pages cannot forge) then tells us it is ours.
+            return site == "same-origin" ? nil : "the request has an opaque Origin and no same-origin Sec-Fetch-Site"
+        }
+        let lower = origin.lowercased()
+        var authority: Substring
+        if lower.hasPrefix("http://") {
+            authority = lower.dropFirst("http://".count)
+        } else if lower.hasPrefix("https://") {
+            authority = lower.dropFirst("https://".count)
+        } else {
+            return "the Origin header is not an http(s) origin"
+        }
+        if authority.hasSuffix("/") { authority = authority.dropLast() }
+        guard let host, authority == host.lowercased()[...] else {
+            return "the Origin header does not match the Host header"
+        }
+        return nil
+    }
+
+    static func isFormContentType(_ value: String?) -> Bool {
+        guard let value else { return false }
+        let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
+        return mediaType == "application/x-www-form-urlencoded"
+    }
+
+    /// The first value of `name` in an `application/x-www-form-urlencoded` body.
+    static func formValue(_ name: String, in body: String) -> String? {
+        func decode(_ part: Substring) -> String? {
+            part.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
+        }
+        for pair in body.split(separator: "&") {
+            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            guard decode(parts[0]) == name else { continue }
+            return parts.count > 1 ? decode(parts[1]) : ""
+        }
+        return nil
+    }
+}
+
+extension APIError {
+    static let jobNotFound = APIError(.notFound, code: "job_not_found", message: "the store has no job with this id")
 }

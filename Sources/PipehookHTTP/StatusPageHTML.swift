@@ -1,0 +1,224 @@
+import Foundation
+import PipehookLifecycle
+import PipehookStore
+
+/// Everything the status page shows, read from the store (one read per list; not one snapshot).
+struct StatusPageSnapshot: Sendable {
+    struct Job: Sendable {
+        var record: JobRecord
+        var attempts: [AttemptRecord]
+    }
+
+    struct Generation: Sendable {
+        var record: GenerationRecord
+        var timeline: [TimelineEntry]
+        var jobs: [Job]
+    }
+
+    static let generationLimit = 50
+    static let deadLimit = 50
+
+    var now: Int64
+    var jobCounts: [JobState: Int]
+    var counts: StoreCounts
+    var dead: [JobRecord]
+    var generations: [Generation]
+
+    static func load(from store: any Storage, now: Int64) async throws(StoreError) -> Self {
+        let jobCounts = try await store.jobCounts()
+        let counts = try await store.counts()
+        let dead = try await store.jobs(state: .dead, limit: deadLimit)
+        var generations: [Generation] = []
+        // `generations(withID:)` answers for every source at once; two sources may share an id.
+        var detailsByID: [String: [GenerationDetail]] = [:]
+        for record in try await store.generations(status: nil, limit: generationLimit) {
+            let details: [GenerationDetail]
+            if let known = detailsByID[record.generationID] {
+                details = known
+            } else {
+                details = try await store.generations(withID: record.generationID)
+                detailsByID[record.generationID] = details
+            }
+            let timeline = details.first { $0.generation.source == record.source }?.timeline ?? []
+            var jobs: [Job] = []
+            for job in try await store.jobs(generationID: record.generationID, source: record.source) {
+                jobs.append(Job(record: job, attempts: try await store.attempts(jobID: job.id)))
+            }
+            generations.append(Generation(record: record, timeline: timeline, jobs: jobs))
+        }
+        return Self(now: now, jobCounts: jobCounts, counts: counts, dead: dead, generations: generations)
+    }
+}
+
+/// Server-rendered HTML for the status page. Every value from the store goes through `html(_:)`:
+/// generation ids, URLs, error messages and summaries are written by outside senders.
+enum StatusPageHTML {
+    /// Escapes text for element content and quoted attribute values.
+    static func html(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for character in text.unicodeScalars {
+            switch character {
+            case "&": out += "&amp;"
+            case "<": out += "&lt;"
+            case ">": out += "&gt;"
+            case "\"": out += "&quot;"
+            case "'": out += "&#39;"
+            default: out.unicodeScalars.append(character)
+            }
+        }
+        return out
+    }
+
+    /// UTC ISO-8601 from Unix milliseconds.
+    static func time(_ milliseconds: Int64) -> String {
+        let text = Date(timeIntervalSince1970: Double(milliseconds) / 1000).formatted(.iso8601)
+        return #"<time datetime=""# + html(text) + #"">"# + html(text) + "</time>"
+    }
+
+    static func render(_ snapshot: StatusPageSnapshot, retried: String?, formToken: (String) -> String) -> String {
+        var page = """
+            <!doctype html>
+            <html lang="en">
+            <head>
+            <meta charset="utf-8">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>pipehook status</title>
+            <style>\(style)</style>
+            </head>
+            <body>
+            <header><h1>pipehook status</h1><p class="muted">As of \(time(snapshot.now)) (UTC). Reload for fresh data.</p></header>
+
+            """
+        if let retried {
+            page += #"<p class="notice" role="status">Job <code>"# + html(retried) + "</code> queued again.</p>\n"
+        }
+        page += counters(snapshot)
+        page += deadJobs(snapshot, formToken: formToken)
+        page += recentGenerations(snapshot)
+        page += "</body>\n</html>\n"
+        return page
+    }
+
+    static func counters(_ snapshot: StatusPageSnapshot) -> String {
+        var out = #"<section id="counters"><h2>Counters</h2><div class="counters">"#
+        out += #"<table><caption>Jobs</caption><tbody>"#
+        for state in [JobState.pending, .running, .succeeded, .dead] {
+            out += #"<tr><th scope="row">"# + html(state.rawValue) + "</th><td>\(snapshot.jobCounts[state] ?? 0)</td></tr>"
+        }
+        out += #"</tbody></table><table><caption>Store</caption><tbody>"#
+        let counts = snapshot.counts
+        for (name, value) in [
+            ("deliveries", counts.deliveries), ("events", counts.events), ("generations", counts.generations),
+            ("unrecognized", counts.unrecognized),
+        ] {
+            out += #"<tr><th scope="row">"# + name + "</th><td>\(value)</td></tr>"
+        }
+        return out + "</tbody></table></div></section>\n"
+    }
+
+    static func deadJobs(_ snapshot: StatusPageSnapshot, formToken: (String) -> String) -> String {
+        let total = snapshot.jobCounts[.dead] ?? snapshot.dead.count
+        var out = #"<section id="dead"><h2>Dead jobs</h2>"#
+        guard !snapshot.dead.isEmpty else { return out + #"<p class="muted">No dead jobs.</p></section>"# + "\n" }
+        if total > snapshot.dead.count {
+            out += #"<p class="muted">The \#(snapshot.dead.count) most recently updated of \#(total).</p>"#
+        }
+        out += "<table><thead><tr><th>Job</th><th>Route</th><th>Generation</th><th>Last error</th><th>Updated</th><th></th></tr></thead><tbody>"
+        for job in snapshot.dead {
+            out += "<tr><td><code>" + html(job.id) + "</code></td><td>" + html(job.route) + "</td><td><code>" + html(job.generationID)
+                + #"</code> <span class="muted">"# + html(job.source) + #"</span></td><td class="error">"# + html(job.lastError ?? "")
+                + "</td><td>" + time(job.updatedAt) + "</td><td>"
+                + #"<form method="post" action="/jobs/"# + html(job.id) + #"/retry">"#
+                + #"<input type="hidden" name="csrf" value=""# + html(formToken(job.id)) + #"">"#
+                + #"<button type="submit">Retry</button></form></td></tr>"#
+        }
+        return out + "</tbody></table></section>\n"
+    }
+
+    static func recentGenerations(_ snapshot: StatusPageSnapshot) -> String {
+        var out = #"<section id="generations"><h2>Recent generations</h2>"#
+        guard !snapshot.generations.isEmpty else { return out + #"<p class="muted">No generations yet.</p></section>"# + "\n" }
+        out += #"<p class="muted">The \#(snapshot.generations.count) most recently updated of \#(snapshot.counts.generations). "#
+            + "Open one for its timeline and jobs.</p>"
+        for generation in snapshot.generations {
+            out += self.generation(generation)
+        }
+        return out + "</section>\n"
+    }
+
+    static func generation(_ generation: StatusPageSnapshot.Generation) -> String {
+        let record = generation.record
+        // Folded unless a job needs a person's attention.
+        let open = generation.jobs.contains { $0.record.state == .dead } ? " open" : ""
+        var out = #"<details class="generation"\#(open)><summary><code>"# + html(record.generationID) + "</code> "
+            + badge(record.status.rawValue) + #" <span class="muted">"# + html(record.source) + " · updated </span>" + time(record.updatedAt)
+        if let url = record.outputURL {
+            out += #" <span class="muted">· output</span> <span class="url">"# + html(url) + "</span>"
+        }
+        if let message = record.errorMessage {
+            out += #" <span class="muted">· error</span> <span class="error">"# + html(message) + "</span>"
+        }
+        out += #"</summary><div class="body"><h3>Timeline</h3>"#
+        if generation.timeline.isEmpty {
+            out += #"<p class="muted">No events kept.</p>"#
+        } else {
+            out += "<table><thead><tr><th>Received</th><th>Origin</th><th>Change</th><th>Transition</th><th>Event</th></tr></thead><tbody>"
+            for entry in generation.timeline {
+                out += "<tr><td>" + time(entry.receivedAt) + "</td><td>" + html(entry.origin.rawValue) + "</td><td>"
+                    + html(entry.previousStatus?.rawValue ?? "(new)") + " → " + html(entry.status.rawValue) + "</td><td>"
+                    + html(entry.transition.rawValue) + "</td><td><code>" + html(entry.eventID) + "</code></td></tr>"
+            }
+            out += "</tbody></table>"
+        }
+        out += "<h3>Jobs</h3>"
+        if generation.jobs.isEmpty {
+            out += #"<p class="muted">No jobs.</p>"#
+        }
+        for job in generation.jobs {
+            out += self.job(job)
+        }
+        return out + "</div></details>\n"
+    }
+
+    static func job(_ job: StatusPageSnapshot.Job) -> String {
+        let record = job.record
+        var out = #"<div class="job"><p><code>"# + html(record.id) + "</code> route <strong>" + html(record.route) + "</strong> "
+            + badge(record.state.rawValue) + #" <span class="muted">updated</span> "# + time(record.updatedAt)
+        if let error = record.lastError {
+            out += #" <span class="muted">· last error</span> <span class="error">"# + html(error) + "</span>"
+        }
+        out += "</p>"
+        guard !job.attempts.isEmpty else { return out + #"<p class="muted">No attempts yet.</p></div>"# }
+        out += "<table><thead><tr><th>Step</th><th>Kind</th><th>Attempt</th><th>Outcome</th><th>Summary</th><th>Started</th><th>Ended</th></tr></thead><tbody>"
+        for attempt in job.attempts {
+            out += "<tr><td>\(attempt.step + 1)</td><td>" + html(attempt.stepKind) + "</td><td>\(attempt.attempt)</td><td>"
+                + badge(attempt.outcome.rawValue) + "</td><td>" + html(attempt.summary ?? "") + "</td><td>" + time(attempt.startedAt)
+                + "</td><td>" + (attempt.endedAt.map(time) ?? "") + "</td></tr>"
+        }
+        return out + "</tbody></table></div>"
+    }
+
+    /// A coloured label; `value` is one of our own enum raw values, escaped all the same.
+    static func badge(_ value: String) -> String {
+        #"<span class="badge b-"# + html(value) + #"">"# + html(value) + "</span>"
+    }
+
+    static let style = """
+        body{font:14px/1.45 system-ui,sans-serif;margin:1.5rem;color:#1b1f24;background:#fff}
+        h1{font-size:1.4rem;margin:0}h2{font-size:1.15rem;margin:1.6rem 0 .5rem}h3{font-size:1rem;margin:.8rem 0 .3rem}
+        .muted{color:#57606a}code{font:12.5px ui-monospace,monospace}
+        table{border-collapse:collapse;margin:.3rem 0}th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
+        thead th{background:#f6f8fa}caption{text-align:left;font-weight:600;padding:.2rem 0}
+        .counters{display:flex;gap:2rem;flex-wrap:wrap}.counters td{text-align:right;min-width:3rem}
+        .notice{background:#dafbe1;border:1px solid #4ac26b;padding:.5rem .75rem;border-radius:6px}
+        .error{color:#a40e26;white-space:pre-wrap}.url{word-break:break-all}
+        details.generation{border:1px solid #d0d7de;border-radius:6px;margin:.4rem 0;padding:.3rem .6rem}
+        summary{cursor:pointer}.body{padding:.2rem 0 .4rem 1rem}.job{margin:.5rem 0}
+        .badge{display:inline-block;padding:0 .45rem;border-radius:1rem;font-size:12px;background:#eaeef2}
+        .b-completed,.b-succeeded{background:#dafbe1;color:#116329}.b-failed,.b-dead{background:#ffebe9;color:#a40e26}
+        .b-in_progress,.b-running{background:#ddf4ff;color:#0550ae}.b-pending,.b-queued{background:#fff8c5;color:#7d4e00}
+        .b-interrupted{background:#fff8c5;color:#7d4e00}
+        button{font:inherit;padding:.1rem .7rem;cursor:pointer}
+        """
+}

@@ -1,0 +1,385 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdTesting
+import NIOCore
+import PipehookDaemon
+import PipehookFormats
+import PipehookLifecycle
+import PipehookSettings
+import PipehookSignature
+import PipehookSQLite
+import PipehookStore
+import Testing
+
+/// The status page at `/` and its retry form: over HTTP against the real server and a real
+/// SQLite file, then in a real headless Chromium that loads the page and clicks Retry.
+@Suite struct StatusPageTests {
+    static let token = "status-page-token-0123456789"
+
+    struct Harness {
+        let dir = TempDir()
+        let store: SQLiteStore
+        var token: String? = StatusPageTests.token
+
+        init() throws {
+            store = try SQLiteStore(path: dir.path + "/pipehook.sqlite")
+        }
+
+        func run(_ test: @Sendable @escaping (any TestClientProtocol, SQLiteStore) async throws -> Void) async throws {
+            let extra = token.map { #"admin_token: "\#($0)""# } ?? ""
+            let settings = try SettingsParser.parse(yaml: Fixture.yaml(dir: dir.path, extra: extra), environment: [:])
+            let app = Daemon.application(settings: settings, store: store, logger: Fixture.logger)
+            let store = self.store
+            try await app.test(.live) { client in try await test(client, store) }
+        }
+    }
+
+    static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    static func event(
+        _ store: SQLiteStore, id: String, generation: String, status: GenerationStatus, at: Int64,
+        outputURL: String? = nil, error: String? = nil, routes: [String] = []
+    ) async throws {
+        var delivery = IncomingDelivery(
+            source: "pipevideo", deliveryID: id, receivedAt: at, signedAt: at / 1000, body: Array("{}".utf8),
+            content: .event(GenerationEvent(
+                eventType: "video.generation.\(status.rawValue)", generationID: generation, status: status,
+                outputURL: outputURL, errorMessage: error
+            ))
+        )
+        delivery.routes = routes
+        _ = try await store.ingest(delivery)
+    }
+
+    /// A generation queued then completed, whose `notify` job ran once and ended as `disposition`.
+    /// Returns the job id.
+    static func finishedJob(
+        _ store: SQLiteStore, generation: String, disposition: AttemptDisposition, summary: String, at: Int64
+    ) async throws -> String {
+        try await event(store, id: "msg_\(generation)_1", generation: generation, status: .queued, at: at - 2_000)
+        try await event(store, id: "msg_\(generation)_2", generation: generation, status: .completed, at: at - 1_000,
+                        outputURL: "https://cdn.example/\(generation).mp4?sig=abc&exp=1", routes: ["notify"])
+        let claimed = try await store.claimJobs(owner: "test", now: at, leaseMilliseconds: 60_000, limit: 10)
+        let job = try #require(claimed.first { $0.job.generationID == generation }?.job)
+        let attempt = try await store.startAttempt(jobID: job.id, step: 0, stepKind: "exec", attempt: 1, at: at)
+        let outcome: AttemptOutcome = if case .dead = disposition { .dead } else { .succeeded }
+        _ = try await store.finishAttempt(
+            attempt, jobID: job.id, owner: "test", result: AttemptResult(outcome: outcome, summary: summary), disposition: disposition, at: at + 250
+        )
+        return job.id
+    }
+
+    static func deadJob(_ store: SQLiteStore, generation: String, error: String, at: Int64 = nowMilliseconds()) async throws -> String {
+        try await finishedJob(store, generation: generation, disposition: .dead(error: error), summary: "exit status 3", at: at)
+    }
+
+    /// The form token, derived here independently of the server: hex HMAC-SHA256 keyed with
+    /// SHA-256 of the admin token, over "retry:" + job id.
+    static func csrf(_ jobID: String, token: String = token) -> String {
+        let key = Array(token.utf8).withUnsafeBytes { Crypto.sha256($0) }
+        return Crypto.hmacSHA256(key: key, message: Array("retry:\(jobID)".utf8)).hexString
+    }
+
+    static func fields(_ pairs: [(String, String)]) -> HTTPFields {
+        var fields = HTTPFields()
+        for (name, value) in pairs { fields.append(HTTPField(name: HTTPField.Name(name)!, value: value)) }
+        return fields
+    }
+
+    static let bearer = ("Authorization", "Bearer \(token)")
+    static var basic: (String, String) { ("Authorization", "Basic " + Data("someone:\(token)".utf8).base64EncodedString()) }
+
+    static func page(_ client: any TestClientProtocol, _ uri: String = "/") async throws -> (TestResponse, String) {
+        let response = try await client.execute(uri: uri, method: .get, headers: fields([bearer]))
+        return (response, String(buffer: response.body))
+    }
+
+    struct RetryAnswer {
+        var response: TestResponse
+        var status: HTTPResponse.Status { response.status }
+        var code: String? {
+            let json = (try? JSONSerialization.jsonObject(with: Data(buffer: response.body))) as? [String: Any]
+            return (json?["error"] as? [String: Any])?["code"] as? String
+        }
+        var outcome: String { "\(status.code) \(code ?? "-")" }
+    }
+
+    static func retry(_ client: any TestClientProtocol, _ jobID: String, body: String?, headers: [(String, String)] = []) async throws -> RetryAnswer {
+        let form = [("Content-Type", "application/x-www-form-urlencoded")]
+        let response = try await client.execute(
+            uri: "/jobs/\(jobID)/retry", method: .post, headers: fields([bearer] + form + headers), body: body.map { ByteBuffer(string: $0) }
+        )
+        return RetryAnswer(response: response)
+    }
+
+    static func state(_ store: SQLiteStore, _ jobID: String) async throws -> JobState? {
+        try await store.jobs(state: nil, limit: 100).first { $0.id == jobID }?.state
+    }
+
+    // MARK: HTTP
+
+    @Test func absentWithoutAdminToken() async throws {
+        var harness = try Harness()
+        harness.token = nil
+        try await harness.run { client, _ in
+            let page = try await client.execute(uri: "/", method: .get, headers: Self.fields([Self.bearer]))
+            #expect(page.status == .notFound)
+            let post = try await client.execute(uri: "/jobs/job_0123456789abcdef/retry", method: .post, headers: Self.fields([Self.bearer]))
+            #expect(post.status == .notFound)
+        }
+    }
+
+    @Test func needsTheTokenThenServesTheSecuredPage() async throws {
+        try await Harness().run { client, _ in
+            let wrongBasic = "Basic " + Data("someone:not-the-token-at-all".utf8).base64EncodedString()
+            for headers in [[], [("Authorization", "Bearer not-the-token-at-all")], [("Authorization", wrongBasic)]] {
+                let response = try await client.execute(uri: "/", method: .get, headers: Self.fields(headers))
+                #expect(response.status == .unauthorized)
+                #expect(response.headers[.wwwAuthenticate]?.hasPrefix("Basic ") == true)
+                #expect(!String(buffer: response.body).contains("<html"))
+            }
+            for credentials in [Self.bearer, Self.basic] {
+                let response = try await client.execute(uri: "/", method: .get, headers: Self.fields([credentials]))
+                #expect(response.status == .ok)
+                #expect(response.headers[.contentType] == "text/html; charset=utf-8")
+                #expect(response.headers[.contentSecurityPolicy] == "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+                #expect(response.headers[.cacheControl] == "no-store")
+                #expect(response.headers[.xContentTypeOptions] == "nosniff")
+                #expect(response.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer")
+                let html = String(buffer: response.body)
+                #expect(html.hasPrefix("<!doctype html>"))
+                #expect(html.contains("<h2>Counters</h2>") && html.contains("No dead jobs.") && html.contains("No generations yet."))
+                #expect(!html.contains("<script"))
+            }
+        }
+    }
+
+    @Test func everyOutsideValueIsEscaped() async throws {
+        try await Harness().run { client, store in
+            let now = Self.nowMilliseconds()
+            try await Self.event(
+                store, id: "msg_x'\"&1", generation: "<script>alert(1)</script>", status: .failed, at: now,
+                outputURL: #"https://x.example/"><img src=x onerror=alert(2)>"#, error: "<b>bold</b> & 'quoted'"
+            )
+            let (response, html) = try await Self.page(client)
+            #expect(response.status == .ok)
+            #expect(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"))
+            #expect(html.contains("https://x.example/&quot;&gt;&lt;img src=x onerror=alert(2)&gt;"))
+            #expect(html.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &#39;quoted&#39;"))
+            #expect(html.contains("msg_x&#39;&quot;&amp;1"))
+            #expect(!html.contains("<script") && !html.contains("<img") && !html.contains("<b>"))
+            // Output URLs are text, never links (nor anything else that loads).
+            #expect(!html.contains("<a ") && !html.contains("href=") && !html.contains(#"src=""#))
+        }
+    }
+
+    @Test func pageShowsCountersDeadJobsGenerationsAndAttempts() async throws {
+        try await Harness().run { client, store in
+            let jobID = try await Self.deadJob(store, generation: "gen_page", error: "upload refused: 403")
+            let (_, html) = try await Self.page(client)
+            #expect(html.contains(#"<th scope="row">dead</th><td>1</td>"#))
+            #expect(html.contains(#"<th scope="row">events</th><td>2</td>"#))
+            #expect(html.contains("<code>\(jobID)</code>"))
+            #expect(html.contains("upload refused: 403"))
+            #expect(html.contains("queued → completed") && html.contains("(new) → queued") && html.contains("msg_gen_page_2"))
+            #expect(html.contains("exit status 3"))
+            #expect(html.contains("https://cdn.example/gen_page.mp4?sig=abc&amp;exp=1"))
+            // The form carries the token the server will check, derived from the admin token.
+            #expect(html.contains(#"<form method="post" action="/jobs/\#(jobID)/retry">"#))
+            #expect(html.contains(#"name="csrf" value="\#(Self.csrf(jobID))""#))
+            #expect(!html.contains(Self.token))
+            // ISO-8601 UTC times.
+            #expect(html.range(of: #"<time datetime="\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ">"#, options: .regularExpression) != nil)
+        }
+    }
+
+    @Test func retryNeedsTokenFormTokenAndSameOrigin() async throws {
+        try await Harness().run { client, store in
+            let jobID = try await Self.deadJob(store, generation: "gen_retry", error: "boom")
+            let good = "csrf=" + Self.csrf(jobID)
+            // Missing or wrong form token: another job's, another admin token's, garbage.
+            for body in [
+                nil, "other=1", "csrf=", "csrf=00", "csrf=" + Self.csrf("job_0123456789abcdef"),
+                "csrf=" + Self.csrf(jobID, token: "another-token-0123456789"), "csrf=" + Self.csrf(jobID).uppercased(),
+            ] {
+                let answer = try await Self.retry(client, jobID, body: body)
+                #expect(answer.outcome == "403 csrf_failed", "\(body ?? "no body")")
+            }
+            // The right form token, but the browser says another site sent it.
+            for headers in [
+                [("Origin", "http://evil.example")], [("Origin", "https://evil.example")], [("Origin", "http://localhost.evil.example")],
+                [("Origin", "null")], [("Origin", "file://")], [("Sec-Fetch-Site", "cross-site")], [("Sec-Fetch-Site", "same-site")],
+                [("Origin", "null"), ("Sec-Fetch-Site", "cross-site")], [("Origin", "http://localhost"), ("Sec-Fetch-Site", "cross-site")],
+            ] {
+                let answer = try await Self.retry(client, jobID, body: good, headers: headers)
+                #expect(answer.outcome == "403 csrf_failed", "\(headers)")
+            }
+            // Without the admin token the form token alone does nothing.
+            let anonymous = try await client.execute(
+                uri: "/jobs/\(jobID)/retry", method: .post, headers: Self.fields([("Content-Type", "application/x-www-form-urlencoded")]),
+                body: ByteBuffer(string: good)
+            )
+            #expect(anonymous.status == .unauthorized)
+            #expect(anonymous.headers[.wwwAuthenticate] != nil)
+            // Not a form, or too large.
+            let json = try await client.execute(
+                uri: "/jobs/\(jobID)/retry", method: .post, headers: Self.fields([Self.bearer, ("Content-Type", "application/json")]),
+                body: ByteBuffer(string: #"{"csrf":"x"}"#)
+            )
+            #expect(json.status == .unsupportedMediaType)
+            let large = try await Self.retry(client, jobID, body: good + "&pad=" + String(repeating: "x", count: 5000))
+            #expect(large.outcome == "413 body_too_large")
+            #expect(try await Self.state(store, jobID) == .dead)
+        }
+    }
+
+    @Test func goodRetryRedirectsAndTheJobIsPending() async throws {
+        try await Harness().run { client, store in
+            let jobID = try await Self.deadJob(store, generation: "gen_good", error: "boom")
+            // Same origin as the Host the client sends, and the form value percent-encoded.
+            let answer = try await Self.retry(
+                client, jobID, body: "x=1&csrf=" + Self.csrf(jobID) + "&y=%26", headers: [("Origin", "http://localhost"), ("Sec-Fetch-Site", "same-origin")]
+            )
+            #expect(answer.status == .seeOther)
+            #expect(answer.response.headers[.location] == "/?retried=\(jobID)")
+            #expect(try await Self.state(store, jobID) == .pending)
+            let (_, html) = try await Self.page(client, "/?retried=\(jobID)")
+            #expect(html.contains("Job <code>\(jobID)</code> queued again."))
+            #expect(html.contains("No dead jobs."))
+            // A notice for something that is not a job id is not shown.
+            let (_, other) = try await Self.page(client, "/?retried=%3Cscript%3E")
+            #expect(!other.contains("queued again") && !other.contains("<script"))
+        }
+    }
+
+    @Test func unknownMalformedAndUnretryableJobs() async throws {
+        try await Harness().run { client, store in
+            let unknown = "job_00000000000000ff"
+            #expect(try await Self.retry(client, unknown, body: "csrf=" + Self.csrf(unknown)).outcome == "404 job_not_found")
+            for malformed in ["job_123", "job_0123456789ABCDEF", "nope", "job_0123456789abcdef0", "job_0123456789abcdeg"] {
+                #expect(try await Self.retry(client, malformed, body: "csrf=" + Self.csrf(malformed)).outcome == "404 job_not_found", "\(malformed)")
+            }
+            let succeeded = try await Self.finishedJob(
+                store, generation: "gen_ok", disposition: .advance(artifact: nil, done: true), summary: "ok", at: Self.nowMilliseconds()
+            )
+            let answer = try await Self.retry(client, succeeded, body: "csrf=" + Self.csrf(succeeded))
+            #expect(answer.outcome == "409 job_not_retryable")
+            #expect(String(buffer: answer.response.body).contains("already succeeded"))
+            #expect(try await Self.state(store, succeeded) == .succeeded)
+        }
+    }
+
+    // MARK: Real browser
+
+    struct BrowserResult: Decodable {
+        var loaded: String
+        var expanded: String
+        var clicked: String?
+        var statuses: [Int]
+        var urls: [String]
+        var seconds: Double
+    }
+
+    static let driver = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Browser/check_page.py").path
+
+    static func onPath(_ name: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
+        return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
+    }
+
+    /// Runs the driver; its own cap is 60 s, ours (SIGTERM, which it turns into cleanup) 90 s.
+    static func runDriver(url: String, in dir: String) async throws -> (status: Int32, stdout: String, stderr: String) {
+        let outPath = dir + "/browser.out", errPath = dir + "/browser.err"
+        _ = FileManager.default.createFile(atPath: outPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: errPath, contents: nil)
+        let out = try FileHandle(forWritingTo: URL(fileURLWithPath: outPath))
+        let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", driver, url, token]
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = out
+        process.standardError = err
+        let (exits, continuation) = AsyncStream<Int32>.makeStream()
+        process.terminationHandler = { finished in
+            continuation.yield(finished.terminationStatus)
+            continuation.finish()
+        }
+        try process.run()
+        let pid = process.processIdentifier
+        let watchdog = Task {
+            try await Task.sleep(for: .seconds(90))
+            kill(pid, SIGTERM)
+        }
+        var status: Int32 = -1
+        for await code in exits { status = code }
+        watchdog.cancel()
+        try out.close()
+        try err.close()
+        let stdout = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let stderr = (try? String(contentsOfFile: errPath, encoding: .utf8)) ?? ""
+        return (status, stdout, stderr)
+    }
+
+    /// What a person sees, with table cells and line breaks folded to single spaces.
+    static func flat(_ text: String) -> String {
+        text.split(whereSeparator: { $0.isWhitespace }).joined(separator: " ")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func realChromiumShowsThePageAndRetries() async throws {
+        // CI installs chromium (.ci/run); its absence is a failure, never a skip.
+        guard Self.onPath("chromium") != nil else {
+            Issue.record("chromium is not installed: this test drives a real headless Chromium (apt-get install chromium)")
+            return
+        }
+        guard Self.onPath("python3") != nil else {
+            Issue.record("python3 is not installed: it runs the Chromium driver \(Self.driver)")
+            return
+        }
+        let harness = try Harness()
+        let dir = harness.dir.path
+        let now = Self.nowMilliseconds()
+        let jobID = try await Self.deadJob(harness.store, generation: "gen_browser_dead", error: "upload refused: HTTP 403", at: now)
+        try await Self.event(harness.store, id: "msg_failed_1", generation: "gen_browser_failed", status: .failed, at: now + 1_000,
+                             error: "content policy violation")
+        try await Self.event(harness.store, id: "msg_xss_1", generation: "<script>alert(1)</script>", status: .queued, at: now + 2_000)
+
+        try await harness.run { client, store in
+            let port = try #require(client.port)
+            let started = ContinuousClock.now
+            let run = try await Self.runDriver(url: "http://127.0.0.1:\(port)/", in: dir)
+            let elapsed = ContinuousClock.now - started
+            print("StatusPageTests: the Chromium run took \(elapsed)")
+            try #require(run.status == 0, "driver exited \(run.status): \(run.stdout) \(run.stderr.suffix(2000))")
+            let result = try JSONDecoder().decode(BrowserResult.self, from: Data(run.stdout.utf8))
+            #expect(result.statuses == [200, 200])
+
+            let loaded = Self.flat(result.loaded)
+            for visible in [
+                "Counters", "pending 0", "running 0", "succeeded 0", "dead 1",
+                "deliveries 4", "events 4", "generations 3", "unrecognized 0",
+                // The dead job, with its error and a Retry button.
+                jobID, "notify", "upload refused: HTTP 403", "Retry",
+                // Generations with their status; the one with a dead job is unfolded.
+                "gen_browser_dead completed", "gen_browser_failed failed", "content policy violation",
+                "https://cdn.example/gen_browser_dead.mp4?sig=abc&exp=1",
+                "webhook queued → completed applied msg_gen_browser_dead_2", "exit status 3",
+                // An id that looks like markup is shown as the text it is.
+                "<script>alert(1)</script>",
+            ] {
+                #expect(loaded.contains(visible), "not on the page: \(visible)\n\(loaded)")
+            }
+            // Folded generations show their timeline once opened.
+            #expect(!loaded.contains("(new) → failed"))
+            #expect(Self.flat(result.expanded).contains("webhook (new) → failed applied msg_failed_1"))
+
+            let clicked = Self.flat(try #require(result.clicked, "no Retry button was found to click"))
+            #expect(result.urls.last == "http://127.0.0.1:\(port)/?retried=\(jobID)")
+            #expect(clicked.contains("Job \(jobID) queued again."))
+            #expect(clicked.contains("pending 1") && clicked.contains("dead 0") && clicked.contains("No dead jobs."))
+            #expect(try await Self.state(store, jobID) == .pending)
+        }
+    }
+}
