@@ -166,7 +166,7 @@ public enum Daemon {
         let reconciler = api.map { api in
             Reconciler(
                 store: store, api: api, configuration: reconcileConfiguration(settings), logger: logger,
-                onJobsCreated: { wake.jobsCreated() }
+                onJobsCreated: { wake.jobsCreated() }, metrics: telemetry.metrics
             )
         }
         let refreshing = RefreshingDownload(

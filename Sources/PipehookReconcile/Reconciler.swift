@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PipehookFormats
 import PipehookLifecycle
+import PipehookMetrics
 import PipehookStore
 import ServiceLifecycle
 import Synchronization
@@ -32,6 +33,7 @@ public final class Reconciler: Service {
     let now: @Sendable () -> Int64
     let scanInterval: Duration
     let onJobsCreated: @Sendable () -> Void
+    let metrics: PipehookMetrics
     private let configuration: Mutex<Configuration>
     private let signals: AsyncStream<Void>
     private let signaller: AsyncStream<Void>.Continuation
@@ -39,6 +41,7 @@ public final class Reconciler: Service {
     public init(
         store: any WebhookStore & PollStore, api: PipevideoAPI, configuration: Configuration, logger: Logger,
         scanInterval: Duration = .seconds(1), onJobsCreated: @escaping @Sendable () -> Void = {},
+        metrics: PipehookMetrics = .discarding,
         now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
     ) {
         self.store = store
@@ -47,6 +50,7 @@ public final class Reconciler: Service {
         self.logger = logger
         self.scanInterval = scanInterval
         self.onJobsCreated = onJobsCreated
+        self.metrics = metrics
         self.now = now
         (signals, signaller) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -132,7 +136,8 @@ public final class Reconciler: Service {
             metadata["status"] = .string(snapshot.status.rawValue)
             do {
                 let outcome = try await store.ingest(delivery)
-                if case .accepted(_, _, let transition, _) = outcome {
+                if case .accepted(_, let status, let transition, let previous) = outcome {
+                    metrics.event(source: candidate.source, transition: transition, from: previous, to: status)
                     metadata["transition"] = .string(transition.rawValue)
                     if transition == .applied {
                         if !delivery.routes.isEmpty { onJobsCreated() }

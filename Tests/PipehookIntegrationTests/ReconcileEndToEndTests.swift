@@ -89,6 +89,8 @@ import Testing
             let metrics = try await HTTPClient.shared.execute(HTTPClientRequest(url: "http://127.0.0.1:\(port)/metrics"), timeout: .seconds(10))
             let text = String(buffer: try await metrics.body.collect(upTo: 1 << 20))
             #expect(text.contains(#"pipehook_api_requests_total{result="ok"}"#))
+            // The polled transitions count like webhook ones: queued→in_progress→completed for the tracked id.
+            #expect(text.contains(#"pipehook_transitions_total{from="in_progress",to="completed"} 2"#), "\(text)")
 
             server.kill(SIGTERM)
             #expect(server.process.terminationStatus == 0)
