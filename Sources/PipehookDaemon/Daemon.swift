@@ -148,13 +148,19 @@ public enum Daemon {
                     """.utf8))
             }
         }
+        // Step process groups a SIGKILLed run left behind end before their steps run again.
+        let ledger = StepProcessLedger(directory: settings.dataDir + "/steps")
+        let leftovers = ledger.killLeftovers()
+        if !leftovers.isEmpty {
+            logger.notice("killed step processes left running by the last stop", metadata: ["process_groups": .array(leftovers.map { .stringConvertible($0) })])
+        }
         // SQLite serves one daemon: whatever it left running was interrupted by its stop.
         let requeued = try await store.requeueRunning(at: Int64(Date().timeIntervalSince1970 * 1000))
         if requeued > 0 { logger.notice("requeued jobs interrupted by the last stop", metadata: ["jobs": .stringConvertible(requeued)]) }
         // Neither client follows redirects by itself: downloads follow them one hop at a time
         // after checking each (https only unless allow_http); re-POSTs never do (SPEC §5).
         let httpClient = StepHTTP.makeClient()
-        let exec = ExecRunner(logger: logger)
+        let exec = ExecRunner(logger: logger, ledger: ledger)
         let download = DownloadRunner(httpClient: httpClient, logger: logger)
         let post = PostRunner(httpClient: httpClient, logger: logger)
         let telemetry = Telemetry()

@@ -37,6 +37,8 @@ import Darwin
 public struct ExecRunner: Sendable {
     private let logger: Logger
     private let baseEnvironment: [String: String]
+    /// Where running step groups are listed, so a restart after SIGKILL can end them.
+    private let ledger: StepProcessLedger?
     /// Time between SIGTERM and SIGKILL of the process group on timeout.
     public var killGrace: Duration = .seconds(2)
     /// Extra time after the SIGKILL before `run` gives up waiting for the library.
@@ -45,9 +47,12 @@ public struct ExecRunner: Sendable {
     /// The variables taken from the daemon's own environment; nothing else is inherited.
     public static let inheritedVariables = ["PATH", "HOME", "LANG"]
 
-    public init(logger: Logger, baseEnvironment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(
+        logger: Logger, baseEnvironment: [String: String] = ProcessInfo.processInfo.environment, ledger: StepProcessLedger? = nil
+    ) {
         self.logger = logger
         self.baseEnvironment = baseEnvironment
+        self.ledger = ledger
         _ = ignoreSIGPIPE
     }
 
@@ -85,7 +90,7 @@ public struct ExecRunner: Sendable {
 
         let environment = Self.environmentRows(environment(for: step, context: context))
         let input = context.document.json()
-        let state = ExecState()
+        let state = ExecState(ledger: ledger)
         let grace = killGrace
         let hardDeadline = timeout + grace + hardDeadlineMargin
         let command = step.command
@@ -320,11 +325,15 @@ private final class ExecState: Sendable {
     }
 
     private let inner = Mutex(Inner())
+    private let ledger: StepProcessLedger?
+
+    init(ledger: StepProcessLedger?) { self.ledger = ledger }
 
     var didTimeOut: Bool { inner.withLock { $0.timedOut } }
 
     /// Called as soon as the child exists. If the timeout fired during the spawn, act now.
     func started(pid: pid_t) {
+        ledger?.record(pid: pid)
         let timedOut = inner.withLock { state -> Bool in
             state.pid = pid
             return state.timedOut
@@ -355,7 +364,10 @@ private final class ExecState: Sendable {
             state.finished = true
             return state.pid
         }
-        if let pid { _ = kill(-pid, SIGKILL) }
+        if let pid {
+            _ = kill(-pid, SIGKILL)
+            ledger?.remove(pid: pid)
+        }
     }
 
     func append(_ bytes: UnsafeRawBufferPointer) {

@@ -11,6 +11,12 @@ import Testing
         }
     }
 
+    /// No such process, or only a zombie waiting for init to reap it.
+    static func isGone(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8), let close = stat.lastIndex(of: ")") else { return true }
+        return stat[stat.index(after: close)...].split(separator: " ").first == "Z"
+    }
+
     func lines(_ path: String) -> [Substring] {
         ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n")
     }
@@ -25,6 +31,7 @@ import Testing
             cat > "$OUT_DIR/$PIPEHOOK_GENERATION_ID.json"
             env > "$OUT_DIR/$PIPEHOOK_GENERATION_ID.env"
             echo "attempt $PIPEHOOK_ATTEMPT job $PIPEHOOK_JOB_ID" >> "$OUT_DIR/runs-$PIPEHOOK_GENERATION_ID"
+            echo $$ >> "$OUT_DIR/pids-$PIPEHOOK_GENERATION_ID"
             if [ "$PIPEHOOK_GENERATION_ID" = gen_slow ] && [ ! -f "$OUT_DIR/slept" ]; then touch "$OUT_DIR/slept"; sleep 30; fi
             if [ "$PIPEHOOK_GENERATION_ID" = gen_graceful ]; then sleep 1; fi
             echo done >> "$OUT_DIR/finished-$PIPEHOOK_GENERATION_ID"
@@ -76,6 +83,11 @@ import Testing
         #expect(lines(out + "/runs-gen_fast").count == 1)
         #expect(lines(out + "/finished-gen_fast").count == 1)
         #expect(Set(lines(out + "/runs-gen_slow").map { $0.split(separator: " ").last! }).count == 1, "one job id across attempts")
+        // The first run's process (its own session, orphaned by the SIGKILL) was ended at the restart,
+        // so it cannot run on beside its re-run.
+        let firstRun = try #require(lines(out + "/pids-gen_slow").first.flatMap { Int32($0) })
+        try await waitFor("the orphaned first run to be ended", timeout: 10) { Self.isGone(firstRun) }
+        #expect(server.stdout.contains("killed step processes left running by the last stop"))
 
         let status = try await pipehook(["status", "gen_slow", "--json", "--config", configPath], directory: dir.path, environment: environment)
         let json = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
