@@ -225,3 +225,36 @@ import Darwin
         #expect(await !stillAlive(pgid, group: true))
     }
 }
+
+/// The ledger of running step groups that lets a restart end what a SIGKILLed daemon left.
+@Suite struct StepProcessLedgerTests {
+    @Test func aRunningStepIsListedAndUnlistedWhenItEnds() async throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let ledger = StepProcessLedger(directory: directory + "/steps")
+        let runner = ExecRunner(logger: Fixtures.logger, baseEnvironment: ExecRunnerTests.base, ledger: ledger)
+        let marker = directory + "/started"
+        let step = Fixtures.exec(["/bin/sh", "-c", "touch \(marker); sleep 2"])
+        async let outcome = runner.run(step, context: Fixtures.context(Fixtures.document()))
+        let deadline = Date().addingTimeInterval(20)
+        while !FileManager.default.fileExists(atPath: marker), Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let listed = try FileManager.default.contentsOfDirectory(atPath: directory + "/steps")
+        #expect(listed.count == 1)
+        #expect(await outcome.result == .succeeded)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/steps").isEmpty)
+    }
+
+    @Test func leftoversAreKilledOnlyWhenTheRecordedProcessIsStillTheSame() throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let ledger = StepProcessLedger(directory: directory)
+        // This test process under a wrong start time: its pid was "reused", so it is left alone.
+        try "1\n".write(toFile: "\(directory)/\(getpid())", atomically: true, encoding: .utf8)
+        // A pid that no process has: nothing to kill (and no group can hold that id).
+        try "123\n".write(toFile: "\(directory)/4194300", atomically: true, encoding: .utf8)
+        try "garbage".write(toFile: "\(directory)/not-a-pid", atomically: true, encoding: .utf8)
+        #expect(ledger.killLeftovers() == [])
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "every entry is consumed")
+        #expect(ledger.killLeftovers() == [])
+    }
+}
