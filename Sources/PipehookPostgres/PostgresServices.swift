@@ -28,9 +28,9 @@ public struct PostgresClientService: Service {
 ///
 /// An instance that does not get the lock tries again every `retryInterval`; when the instance
 /// holding it stops or dies, its session ends, PostgreSQL releases the lock, and another takes
-/// over. While it runs the service, the holder checks its connection every `retryInterval`: if
-/// the connection is lost (and with it the lock), the service is stopped at once, so two
-/// instances never run it together for longer than that check.
+/// over. While it runs the service, the holder checks its connection every half `retryInterval`:
+/// if the connection is lost (and with it the lock), the service is stopped at once, usually
+/// before another instance's next try, and in any case within that check.
 public struct ExclusiveService: Service {
     let store: PostgresStore
     let name: String
@@ -90,19 +90,21 @@ public struct ExclusiveService: Service {
 
     /// Runs the service until it returns (shutdown) or the lock's connection fails.
     private func runWhileHeld(on connection: PostgresConnection) async throws {
-        let service = self.service, interval = self.retryInterval, logger = self.logger
+        // Twice as often as the others try, so a holder that lost its session has stopped
+        // before another instance can have taken the lock.
+        let service = self.service, interval = self.retryInterval / 2, logger = self.logger
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await service.run() }
             group.addTask {
                 while !Task.isCancelled {
                     try? await Task.sleep(for: interval)
                     if Task.isCancelled { return }
-                    do {
-                        try await connection.query("SELECT 1", logger: logger)
-                    } catch {
-                        if Task.isCancelled { return }
-                        throw LostLock()
-                    }
+                    // A session the server ended may leave a query unanswered: a closed
+                    // connection, an error or no answer in time all mean the lock is gone.
+                    if connection.isClosed { throw LostLock() }
+                    let answer = await PostgresStore.within(max(interval, .seconds(5))) { try await connection.query("SELECT 1", logger: logger).collect().count }
+                    if Task.isCancelled { return }
+                    guard case .success = answer else { throw LostLock() }
                 }
             }
             // The first to end decides: the service stopping (shutdown) or the lock being lost.
@@ -112,11 +114,13 @@ public struct ExclusiveService: Service {
     }
 
     private func release(_ key: PostgresQuery, on connection: PostgresConnection) async {
-        do {
-            try await connection.query(PostgresQuery(unsafeSQL: "SELECT pg_advisory_unlock(\(key.sql))", binds: key.binds), logger: logger)
-        } catch {
-            // A session that still held the lock must not go back to the pool.
-            try? await connection.close()
+        let logger = self.logger
+        let unlock = PostgresQuery(unsafeSQL: "SELECT pg_advisory_unlock(\(key.sql))", binds: key.binds)
+        let answer = connection.isClosed ? nil : await PostgresStore.within(max(retryInterval, .seconds(5))) {
+            try await connection.query(unlock, logger: logger).collect().count
         }
+        if case .success = answer { return }
+        // A session that may still hold the lock must not go back to the pool.
+        try? await connection.close()
     }
 }

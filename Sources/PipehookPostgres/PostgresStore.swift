@@ -26,22 +26,26 @@ public final class PostgresStore: Sendable {
     let logger: Logger
     /// How long a call waits for a connection before it fails as `unavailable`.
     let leaseTimeout: Duration
+    /// How long a call waits for its queries' answers before it fails as `unavailable`.
+    let answerTimeout: Duration
     /// The task running `client.run()`: the client leases no connection without it.
     private let runner = Mutex<Task<Void, Never>?>(nil)
 
     /// Creates the store and its client without running the client; see `open` for a ready store.
-    public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), logger: Logger) {
+    public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), answerTimeout: Duration = .seconds(60), logger: Logger) {
         self.client = PostgresClient(configuration: location.client, backgroundLogger: logger)
         self.logger = logger
         self.leaseTimeout = leaseTimeout
+        self.answerTimeout = answerTimeout
     }
 
     /// A ready store: its client runs in a task the store owns until `close()`, and the schema
     /// is migrated (unless `migrate` is false, e.g. for read-only CLI commands).
     public static func open(
-        _ location: PostgresLocation, migrate: Bool = true, leaseTimeout: Duration = .seconds(10), logger: Logger
+        _ location: PostgresLocation, migrate: Bool = true, leaseTimeout: Duration = .seconds(10),
+        answerTimeout: Duration = .seconds(60), logger: Logger
     ) async throws(StoreError) -> PostgresStore {
-        let store = PostgresStore(location: location, leaseTimeout: leaseTimeout, logger: logger)
+        let store = PostgresStore(location: location, leaseTimeout: leaseTimeout, answerTimeout: answerTimeout, logger: logger)
         await store.startClient()
         if migrate {
             do throws(StoreError) {
@@ -88,11 +92,12 @@ public final class PostgresStore: Sendable {
         }
     }
 
-    /// Stops the client; queries fail from then on. Waits until its connections are closed.
+    /// Stops the client; queries fail from then on. Waits (at most `answerTimeout`) until its
+    /// connections are closed: a call stuck on a dead connection must not hold up a shutdown.
     public func close() async {
         guard let task = runner.withLock({ $0 }) else { return }
         task.cancel()
-        await task.value
+        _ = await Self.within(answerTimeout) { await task.value }
     }
 
     deinit {
@@ -153,35 +158,60 @@ public final class PostgresStore: Sendable {
     /// `leaseTimeout`: while the server is down the pool would keep a request waiting for a
     /// minute, longer than a webhook sender waits for its answer. Either the lease or the timeout
     /// wins, never both, so a timed-out call has done nothing.
+    ///
+    /// A query sent on a connection that is closing may never be answered (nor cancelled), so the
+    /// caller never waits on the lease or the body itself: they run in a task of their own, and
+    /// a body that has no answer within `answerTimeout` fails as `unavailable` and has its
+    /// connection closed (which rolls back whatever it had not committed).
     func leased<T: Sendable>(
         _ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws(StoreError) -> T {
-        let client = self.client, timeout = self.leaseTimeout, race = LeaseRace()
-        do {
-            return try await withThrowingTaskGroup(of: T?.self) { group in
-                group.addTask {
-                    try await client.withConnection { connection in
+        let client = self.client, leaseTimeout = self.leaseTimeout, answerTimeout = self.answerTimeout
+        let result: Result<T, any Error> = await withCheckedContinuation { continuation in
+            let race = LeaseRace(), once = Once()
+            let finish: @Sendable (Result<T, any Error>) -> Void = { result in
+                if once.claim() { continuation.resume(returning: result) }
+            }
+            let timer = Task {
+                try? await Task.sleep(for: leaseTimeout)
+                guard !Task.isCancelled, race.settle(LeaseRace.timedOut) else { return }
+                race.cancelWork()
+                finish(.failure(LeaseTimeout()))
+            }
+            race.setWork(Task {
+                var won = false
+                do {
+                    let value = try await client.withConnection { connection in
                         guard race.settle(LeaseRace.leased) else { throw LeaseTimeout() }
+                        won = true
+                        timer.cancel()
+                        let watchdog = Task {
+                            try? await Task.sleep(for: answerTimeout)
+                            guard !Task.isCancelled else { return }
+                            finish(.failure(NoAnswer()))
+                            try? await connection.close()
+                        }
+                        defer { watchdog.cancel() }
                         return try await body(connection)
                     }
-                }
-                group.addTask {
-                    try? await Task.sleep(for: timeout)
-                    if race.settle(LeaseRace.timedOut) { throw LeaseTimeout() }
-                    return nil
-                }
-                while let result = try await group.next() {
-                    if let result {
-                        group.cancelAll()
-                        return result
+                    finish(.success(value))
+                } catch {
+                    // The lease won (its body failed), or the lease failed at once (pool
+                    // closed); otherwise the timer has answered already.
+                    if won || race.settle(LeaseRace.failed) {
+                        timer.cancel()
+                        finish(.failure(error))
                     }
                 }
-                throw LeaseTimeout()
-            }
-        } catch is LeaseTimeout {
-            throw StoreError(.unavailable, "\(what) failed: no PostgreSQL connection within \(timeout) (is the server up?)")
-        } catch {
-            throw Self.storeError(error, what)
+            })
+        }
+        switch result {
+        case .success(let value): return value
+        case .failure(is LeaseTimeout):
+            throw StoreError(.unavailable, "\(what) failed: no PostgreSQL connection within \(leaseTimeout) (is the server up?)")
+        case .failure(is NoAnswer):
+            throw StoreError(.unavailable, "\(what) failed: no answer from PostgreSQL within \(answerTimeout); connection closed")
+        case .failure(let error): throw Self.storeError(error, what)
         }
     }
 
@@ -400,24 +430,34 @@ extension PostgresStore: WebhookStore {
     /// read-only): `/readyz`.
     public func isWritable() async -> Bool {
         let client = self.client, logger = self.logger
-        return await withTaskGroup(of: Bool?.self) { group in
-            group.addTask {
-                do {
-                    let rows = try await client.query(
-                        "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'", logger: logger
-                    ).collect()
-                    return try rows.first?.decode(Bool.self) ?? false
-                } catch {
-                    return false
+        let answer = await Self.within(.seconds(2)) {
+            try await client.query(
+                "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'", logger: logger
+            ).collect().first?.decode(Bool.self)
+        }
+        return (try? answer?.get()) == true
+    }
+
+    /// Runs `operation` in a task of its own and waits for it at most `limit`; nil when it took
+    /// longer (it is then cancelled and left to end by itself). A query sent on a connection the
+    /// server has just closed may never be answered, and cancellation does not reach it.
+    static func within<T: Sendable>(
+        _ limit: Duration, _ operation: @escaping @Sendable () async throws -> T
+    ) async -> Result<T, any Error>? {
+        let once = Once()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
+            let work = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                if once.claim() { continuation.resume(returning: result) }
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                if once.claim() {
+                    work.cancel()
+                    continuation.resume(returning: nil)
                 }
             }
-            group.addTask {
-                try? await Task.sleep(for: .seconds(2))
-                return nil
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first ?? false
         }
     }
 
@@ -527,15 +567,34 @@ extension PostgresRandomAccessRow {
 
 /// Who won between a connection lease and its timeout.
 private final class LeaseRace: Sendable {
-    static let waiting = 0, leased = 1, timedOut = 2
+    static let waiting = 0, leased = 1, timedOut = 2, failed = 3
     private let state = Atomic<Int>(LeaseRace.waiting)
+    private let work = Mutex<Task<Void, Never>?>(nil)
+
     /// True for the first outcome only.
     func settle(_ outcome: Int) -> Bool {
         state.compareExchange(expected: Self.waiting, desired: outcome, ordering: .acquiringAndReleasing).exchanged
     }
+
+    func setWork(_ task: Task<Void, Never>) {
+        let cancelled = work.withLock { work -> Bool in
+            work = task
+            return state.load(ordering: .acquiring) == Self.timedOut
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func cancelWork() { work.withLock { $0 }?.cancel() }
 }
 
 private struct LeaseTimeout: Error {}
+private struct NoAnswer: Error {}
+
+/// True for the first caller only.
+final class Once: Sendable {
+    private let done = Atomic<Bool>(false)
+    func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
+}
 
 enum JobID {
     /// `job_` + 16 random hex digits: stable across attempts, used as the re-POST `webhook-id`.

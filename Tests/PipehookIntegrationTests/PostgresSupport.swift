@@ -34,8 +34,12 @@ struct TestSchema {
         base + (base.contains("?") ? "&" : "?") + "search_path=\(name)&pool_max=\(poolMax)"
     }
 
+    /// Short timeouts: a test about a dead instance must not wait a minute for it.
     func open(poolMax: Int = 6, migrate: Bool = true, logger: Logger = Fixture.logger) async throws -> PostgresStore {
-        try await PostgresStore.open(try PostgresLocation(url: url(poolMax: poolMax)), migrate: migrate, logger: logger)
+        try await PostgresStore.open(
+            try PostgresLocation(url: url(poolMax: poolMax)), migrate: migrate, leaseTimeout: .seconds(10), answerTimeout: .seconds(5),
+            logger: logger
+        )
     }
 
     static func with<T: Sendable>(_ body: (TestSchema) async throws -> T) async throws -> T {
