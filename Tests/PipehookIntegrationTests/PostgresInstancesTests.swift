@@ -4,6 +4,7 @@ import PipehookDispatch
 import PipehookHandlers
 import PipehookLifecycle
 import PipehookPostgres
+import PipehookReconcile
 import PipehookSettings
 import PipehookStore
 import ServiceLifecycle
@@ -233,6 +234,7 @@ struct PostgresInstancesTests {
         let running: Atomic<Int>
         let highest: Atomic<Int>
         let starts = Atomic<Int>(0)
+        let stops = Atomic<Int>(0)
         let shared: Gauge
 
         final class Gauge: Sendable {
@@ -258,6 +260,7 @@ struct PostgresInstancesTests {
             }
             shared.running.subtract(1, ordering: .acquiringAndReleasing)
             running.subtract(1, ordering: .acquiringAndReleasing)
+            stops.add(1, ordering: .acquiringAndReleasing)
         }
     }
 
@@ -307,14 +310,80 @@ struct PostgresInstancesTests {
                   AND l.classid::bigint = ((key.k >> 32) & 4294967295) AND l.objid::bigint = (key.k & 4294967295)
                 """, logger: Fixture.logger).collect()
             #expect(terminated.count == 1)
-            try await waitUntil { probeC.isRunning && !other.isRunning }
-            #expect(probeC.isRunning && !other.isRunning)
-            #expect(probeC.starts.load(ordering: .acquiring) == 1)
+            // Its service stops; then one instance runs it again: C, or the same instance on a
+            // new session (both are alive and retrying).
+            try await waitUntil { other.stops.load(ordering: .acquiring) == 1 && (probeC.isRunning || other.isRunning) }
+            #expect(other.stops.load(ordering: .acquiring) == 1, "the service went on without the lock")
+            #expect(probeC.isRunning != other.isRunning)
             runA.cancel()
             runB.cancel()
             runC.cancel()
             _ = await (runA.result, runB.result, runC.result)
             for store in [a, b, c] { await store.close() }
+        }
+    }
+
+    /// The real reconciler under the lock: it polls on the instance holding it; when that
+    /// instance stops, the other one takes over; and a reconciler that stopped runs again when
+    /// its instance gets the lock back.
+    @Test func reconcilerRunsOnTheInstanceHoldingTheLockAndMovesWithIt() async throws {
+        try await TestSchema.with { schema in
+            let a = try await schema.open(), b = try await schema.open()
+            let fake = FakePipevideoAPI(key: ReconcileTests.key)
+            for id in ["gen_1", "gen_2", "gen_3"] { await fake.script(id, [.status("in_progress"), .status("completed")]) }
+            try await fake.run { base in
+                func reconciler(_ store: PostgresStore) -> Reconciler {
+                    Reconciler(
+                        store: store, api: ReconcileTests.api(base),
+                        configuration: .init(sources: ["pipevideo"], pollAfterMilliseconds: 300, routes: { $0 == .completed ? ["r"] : [] }),
+                        logger: Fixture.logger, scanInterval: .milliseconds(100)
+                    )
+                }
+                let logA = CapturedLog(), logB = CapturedLog()
+                let serviceA = ExclusiveService(store: a, name: "reconcile", service: reconciler(a), retryInterval: .milliseconds(100), logger: logA.logger)
+                let serviceB = ExclusiveService(store: b, name: "reconcile", service: reconciler(b), retryInterval: .milliseconds(100), logger: logB.logger)
+                func completed(_ id: String) async throws {
+                    let deadline = ContinuousClock.now.advanced(by: .seconds(20))
+                    while try await a.generations(withID: id).first?.generation.status != .completed, ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                    #expect(try await a.generations(withID: id).first?.generation.status == .completed, "\(id)")
+                }
+                let now = { Int64(Date().timeIntervalSince1970 * 1000) }
+                var runA = Task { try await serviceA.run() }
+                let runB = Task { try await serviceB.run() }
+                _ = try await a.track(source: "pipevideo", generationID: "gen_1", at: now())
+                try await completed("gen_1")
+                let aHolds = logA.all.contains("running here")
+                #expect(aHolds != logB.all.contains("running here"), "exactly one instance ran the reconciler")
+
+                // The holder stops; the other takes over.
+                (aHolds ? runA : runB).cancel()
+                _ = await (aHolds ? runA : runB).result
+                _ = try await b.track(source: "pipevideo", generationID: "gen_2", at: now())
+                try await completed("gen_2")
+                #expect((aHolds ? logB : logA).all.contains("running here"))
+
+                // Back and forth once more: a reconciler that ran before runs again.
+                if aHolds {
+                    runA = Task { try await serviceA.run() }
+                    runB.cancel()
+                    _ = await runB.result
+                } else {
+                    runB.cancel()
+                    _ = await runB.result
+                    runA = Task { try await serviceA.run() }
+                }
+                _ = try await a.track(source: "pipevideo", generationID: "gen_3", at: now())
+                try await completed("gen_3")
+                runA.cancel()
+                _ = await runA.result
+                for id in ["gen_1", "gen_2", "gen_3"] {
+                    #expect(try await a.jobs(generationID: id, source: "pipevideo").count == 1)
+                }
+            }
+            await a.close()
+            await b.close()
         }
     }
 }
