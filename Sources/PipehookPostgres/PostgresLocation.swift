@@ -83,3 +83,14 @@ public struct PostgresLocation: Sendable {
         self.init(client: client, searchPath: searchPath)
     }
 }
+
+/// Never prints the password, whoever describes it (a log line, a debugger, ServiceLifecycle).
+extension PostgresLocation: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String {
+        let target = client.unixSocketPath ?? "\(client.host ?? "?"):\(client.port ?? 5432)"
+        let schema = searchPath.map { " search_path=\($0)" } ?? ""
+        return "postgres://\(client.username):<redacted>@\(target)/\(client.database ?? "")\(schema)"
+    }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["location": description]) }
+}

@@ -147,7 +147,7 @@ enum PostgresSchema {
     static func migrate(_ connection: PostgresConnection, logger: Logger, at now: Int64) async throws -> [String] {
         try await connection.withTransaction(logger: logger) { connection in
             try await connection.query(
-                "SELECT pg_advisory_xact_lock(hashtextextended('pipehook:migrations:' || current_schema(), 0))", logger: logger
+                "SELECT pg_advisory_xact_lock(hashtextextended('pipehook:migrations:' || coalesce(current_schema(), ''), 0))", logger: logger
             )
             try await connection.query("""
                 CREATE TABLE IF NOT EXISTS pipehook_migrations (id TEXT PRIMARY KEY, applied_at BIGINT NOT NULL)

@@ -65,12 +65,8 @@ extension PostgresStore: JobStore {
         _ attemptID: Int64, jobID: String, owner: String, result: AttemptResult, disposition: AttemptDisposition, at: Int64
     ) async throws(StoreError) -> JobRecord {
         try await write("finish attempt") { db, logger in
-            try await db.query("""
-                UPDATE attempts SET ended_at = \(at), outcome = \(result.outcome.rawValue), summary = \(result.summary),
-                       exit_code = \(result.exitCode.map(Int64.init)), http_status = \(result.httpStatus.map(Int64.init)),
-                       output = \(ByteBuffer(bytes: result.output))
-                WHERE id = \(attemptID)
-                """, logger: logger)
+            // The job row first, then the attempt: the order `claimJobs` locks them in, so an
+            // instance finishing late and one taking the job over cannot deadlock.
             let rows: [PostgresRow]
             switch disposition {
             case .advance(let artifact, let done):
@@ -100,8 +96,14 @@ extension PostgresStore: JobStore {
                     RETURNING \(unescaped: Self.jobColumns())
                     """, logger: logger).collect()
             }
-            // Rolls the attempt's update back too: another instance owns the job now.
+            // Nothing is recorded then: another instance owns the job now.
             guard rows.count == 1 else { throw StoreError(.invalid, "job \(jobID) is no longer leased by this process") }
+            try await db.query("""
+                UPDATE attempts SET ended_at = \(at), outcome = \(result.outcome.rawValue), summary = \(result.summary),
+                       exit_code = \(result.exitCode.map(Int64.init)), http_status = \(result.httpStatus.map(Int64.init)),
+                       output = \(ByteBuffer(bytes: result.output))
+                WHERE id = \(attemptID)
+                """, logger: logger)
             return try Self.job(rows[0])
         }
     }

@@ -385,6 +385,11 @@ extension PostgresStore: WebhookStore {
         let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
         let finishedJobs = includingDead ? "('succeeded', 'dead')" : "('succeeded')"
         return try await write("prune") { db, logger in
+            // Every instance's retention service prunes; one at a time, so that two prunes
+            // deleting the same rows in different orders cannot deadlock.
+            try await db.query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('pipehook:prune:' || coalesce(current_schema(), ''), 0))", logger: logger
+            )
             /// Runs a DELETE and counts the rows it removed.
             func deleting(_ query: PostgresQuery) async throws -> Int {
                 var counted = query

@@ -183,12 +183,10 @@ struct PostgresInstancesTests {
             }
             #expect(hanging.started.load(ordering: .acquiring) == 1)
             await a.close()
-            let died = Int64(Date().timeIntervalSince1970 * 1000)
             runningA.cancel()
             _ = await runningA.result
             let leased = try #require(try await b.jobs(state: .running, limit: 10).first, "A could not release it: it is dead")
             let lastLease = try #require(leased.leaseUntil)
-            #expect(lastLease > died, "A renewed its lease while alive")
 
             let steps = RecordingSteps()
             let dispatcherB = Dispatcher(store: b, routes: RouteTable(Self.twoSteps), runners: steps.runners, logger: Fixture.logger, options: dispatcherOptions(lease: 1_000))

@@ -24,6 +24,9 @@ import Testing
         #expect(remote.client.port == 5432 && !"\(remote.client.tls)".contains("disable"))
         let socket = try PostgresLocation(url: "postgres://u@localhost/db?host=/var/run/postgresql")
         #expect(socket.client.unixSocketPath == "/var/run/postgresql/.s.PGSQL.5432")
+        for text in ["\(local)", String(reflecting: local), "\(Mirror(reflecting: local).children.map(\.value))"] {
+            #expect(!text.contains("s3cr") && text.contains("<redacted>"), "\(text)")
+        }
     }
 
     @Test func rejectsBadURLsWithoutQuotingThePassword() {
