@@ -218,6 +218,11 @@ public final class PostgresStore: Sendable {
     static func storeError(_ error: any Error, _ what: String) -> StoreError {
         if let error = error as? StoreError { return error }
         if let error = error as? PostgresTransactionError, let inner = error.closureError as? StoreError { return inner }
+        if let error = (error as? PostgresTransactionError)?.closureError ?? error as? PSQLError,
+           let error = error as? PSQLError, error.serverInfo?[.sqlState] == "42P01" {
+            // undefined_table: a read-only command (no migration) on a database no daemon set up.
+            return StoreError(.notFound, "\(what) failed: no pipehook tables here (has `pipehook serve` run with this store and search_path?)")
+        }
         return StoreError(.unavailable, "\(what) failed: \(describe(error))")
     }
 

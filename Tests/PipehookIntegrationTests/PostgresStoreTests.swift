@@ -78,6 +78,16 @@ struct PostgresStoreTests {
         }
     }
 
+    /// Read-only commands do not migrate: on an empty schema they say so instead of failing obscurely.
+    @Test func unmigratedSchemaReadsAsNotFound() async throws {
+        try await TestSchema.with { schema in
+            let store = try await schema.open(migrate: false)
+            let error = await #expect(throws: StoreError.self) { try await store.generations(withID: "g1") }
+            #expect(error?.kind == .notFound && error?.message.contains("pipehook serve") == true, "\(error?.message ?? "")")
+            await store.close()
+        }
+    }
+
     @Test func sameGenerationIdUnderTwoSourcesIsTwoGenerations() async throws {
         try await TestSchema.with { schema in
             let store = try await schema.open()
