@@ -56,9 +56,15 @@ public struct ExclusiveService: Service {
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             do {
                 let ran = try await store.client.withConnection { connection in
-                    let acquired = try await connection.query(
-                        PostgresQuery(unsafeSQL: "SELECT pg_try_advisory_lock(\(key.sql))", binds: key.binds), logger: logger
-                    ).collect().first?.decode(Bool.self) ?? false
+                    let tryLock = PostgresQuery(unsafeSQL: "SELECT pg_try_advisory_lock(\(key.sql))", binds: key.binds)
+                    let answer = await PostgresStore.within(max(retryInterval, .seconds(5))) {
+                        try await connection.query(tryLock, logger: logger).collect().first?.decode(Bool.self) ?? false
+                    }
+                    guard case .success(let acquired) = answer else {
+                        // Unanswered: whether the lock was taken is unknown, so the session goes.
+                        try? await connection.close()
+                        throw LostLock()
+                    }
                     guard acquired else { return false }
                     logger.notice("running here: this instance holds the lock", metadata: ["service": .string(name)])
                     defer { waitingLogged = false }
@@ -79,7 +85,7 @@ public struct ExclusiveService: Service {
                 logger.error("lost the connection holding the lock; stopped here, trying again", metadata: ["service": .string(name)])
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { break }
-                logger.error("cannot take the lock", metadata: [
+                logger.error("cannot take the lock, or the service failed; trying again", metadata: [
                     "service": .string(name), "error": .string(PostgresStore.describe(error)),
                 ])
             }
@@ -102,7 +108,9 @@ public struct ExclusiveService: Service {
                     // A session the server ended may leave a query unanswered: a closed
                     // connection, an error or no answer in time all mean the lock is gone.
                     if connection.isClosed { throw LostLock() }
-                    let answer = await PostgresStore.within(max(interval, .seconds(5))) { try await connection.query("SELECT 1", logger: logger).collect().count }
+                    let answer = await PostgresStore.within(max(interval, .seconds(5))) {
+                        try await connection.query("SELECT 1", logger: logger).collect().count
+                    }
                     if Task.isCancelled { return }
                     guard case .success = answer else { throw LostLock() }
                 }

@@ -109,7 +109,8 @@ public final class PostgresStore: Sendable {
     public func migrate() async throws(StoreError) -> [String] {
         let logger = self.logger
         do {
-            return try await leased("migrate") { connection in
+            // A migration may rewrite a large table, or wait for another instance's.
+            return try await leased("migrate", answerTimeout: .seconds(1800)) { connection in
                 try await PostgresSchema.migrate(connection, logger: logger, at: Self.nowMilliseconds())
             }
         } catch {
@@ -122,23 +123,16 @@ public final class PostgresStore: Sendable {
     // MARK: transactions
 
     /// One read-write transaction, errors mapped to `StoreError` (a `StoreError` thrown by `body`
-    /// rolls back and is rethrown as is). Run in a task of its own so that the caller's
+    /// rolls back and is rethrown as is). `leased` runs it in a task of its own, so the caller's
     /// cancellation cannot cut a bookkeeping write short (a dispatcher stopping mid-step still
     /// records what happened).
     func write<T: Sendable>(
         _ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
     ) async throws(StoreError) -> T {
         let logger = self.logger
-        let result = await Task { () async -> Result<T, StoreError> in
-            do throws(StoreError) {
-                return .success(try await self.leased(what) { connection in
-                    try await connection.withTransaction(logger: logger) { connection in try await body(connection, logger) }
-                })
-            } catch {
-                return .failure(error)
-            }
-        }.value
-        return try result.get()
+        return try await leased(what) { connection in
+            try await connection.withTransaction(logger: logger) { connection in try await body(connection, logger) }
+        }
     }
 
     /// One read-only transaction on a single snapshot (REPEATABLE READ), like a SQLite read.
@@ -164,9 +158,9 @@ public final class PostgresStore: Sendable {
     /// a body that has no answer within `answerTimeout` fails as `unavailable` and has its
     /// connection closed (which rolls back whatever it had not committed).
     func leased<T: Sendable>(
-        _ what: String, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+        _ what: String, answerTimeout: Duration? = nil, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws(StoreError) -> T {
-        let client = self.client, leaseTimeout = self.leaseTimeout, answerTimeout = self.answerTimeout
+        let client = self.client, leaseTimeout = self.leaseTimeout, answerTimeout = answerTimeout ?? self.answerTimeout
         let result: Result<T, any Error> = await withCheckedContinuation { continuation in
             let race = LeaseRace(), once = Once()
             let finish: @Sendable (Result<T, any Error>) -> Void = { result in
@@ -454,20 +448,23 @@ extension PostgresStore: WebhookStore {
     static func within<T: Sendable>(
         _ limit: Duration, _ operation: @escaping @Sendable () async throws -> T
     ) async -> Result<T, any Error>? {
-        let once = Once()
+        let once = Once(), work = TaskSlot()
         return await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
-            let work = Task {
+            let timer = Task {
+                try? await Task.sleep(for: limit)
+                guard !Task.isCancelled, once.claim() else { return }
+                work.cancel()
+                continuation.resume(returning: nil)
+            }
+            let task = Task {
                 let result: Result<T, any Error>
                 do { result = .success(try await operation()) } catch { result = .failure(error) }
-                if once.claim() { continuation.resume(returning: result) }
-            }
-            Task {
-                try? await Task.sleep(for: limit)
                 if once.claim() {
-                    work.cancel()
-                    continuation.resume(returning: nil)
+                    timer.cancel()
+                    continuation.resume(returning: result)
                 }
             }
+            work.set(task)
         }
     }
 
@@ -599,6 +596,27 @@ private final class LeaseRace: Sendable {
 
 private struct LeaseTimeout: Error {}
 private struct NoAnswer: Error {}
+
+/// A task to cancel from another one, set once it exists (cancelled at once if asked before).
+final class TaskSlot: Sendable {
+    private let slot = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+
+    func set(_ task: Task<Void, Never>) {
+        let cancelled = slot.withLock { slot -> Bool in
+            slot.task = task
+            return slot.cancelled
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func cancel() {
+        let task = slot.withLock { slot -> Task<Void, Never>? in
+            slot.cancelled = true
+            return slot.task
+        }
+        task?.cancel()
+    }
+}
 
 /// True for the first caller only.
 final class Once: Sendable {
