@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
         .package(url: "https://github.com/ordo-one/benchmark.git", from: "1.38.1", traits: ["MallocInterposer"]),
     ],
     targets: [
@@ -63,6 +64,17 @@ let package = Package(
             dependencies: [
                 "PipehookStore", "PipehookLifecycle", "PipehookFormats",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // PostgreSQL implementation of the store, shared by several instances (SPEC §9).
+        .target(
+            name: "PipehookPostgres",
+            dependencies: [
+                "PipehookStore", "PipehookLifecycle", "PipehookFormats",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -120,7 +132,7 @@ let package = Package(
             name: "PipehookDaemon",
             dependencies: [
                 "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookSettings",
-                "PipehookStore", "PipehookSQLite", "PipehookHTTP", "PipehookHandlers", "PipehookDispatch",
+                "PipehookStore", "PipehookSQLite", "PipehookPostgres", "PipehookHTTP", "PipehookHandlers", "PipehookDispatch",
                 "PipehookReconcile",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -175,11 +187,12 @@ let package = Package(
         .testTarget(
             name: "PipehookIntegrationTests",
             dependencies: [
-                "pipehook", "PipehookDaemon", "PipehookSQLite", "PipehookHTTP", "PipehookStore",
+                "pipehook", "PipehookDaemon", "PipehookSQLite", "PipehookPostgres", "PipehookHTTP", "PipehookStore",
                 "PipehookSignature", "PipehookSettings", "PipehookDispatch", "PipehookHandlers", "PipehookFormats",
                 "PipehookMetrics", "PipehookReconcile", "PipehookLifecycle", .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
             ],
             // The headless-Chromium driver, run by StatusPageTests with python3.

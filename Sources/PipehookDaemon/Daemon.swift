@@ -9,6 +9,7 @@ import PipehookHTTP
 import PipehookMetrics
 import PipehookReconcile
 import Prometheus
+import PipehookPostgres
 import PipehookSettings
 import PipehookSQLite
 import PipehookStore
@@ -50,13 +51,24 @@ final class Wake: Sendable {
 
 /// Composition root: settings → store → HTTP intake → one service group.
 public enum Daemon {
-    /// Opens the configured store for the daemon (read-write, migrated).
-    public static func openStore(_ settings: Settings, readOnly: Bool = false) throws -> any Storage {
-        try openStore(settings, readOnly: readOnly, daemon: false).store
+    /// Opens the configured store for a CLI command (read-write and migrated unless `readOnly`).
+    /// A PostgreSQL store keeps its client running until the process exits.
+    public static func openStore(_ settings: Settings, readOnly: Bool = false) async throws -> any Storage {
+        // Commands report failures through what they throw; their stdout is for their output.
+        let quiet = Logger(label: "pipehook", factory: { _ in SwiftLogNoOpLogHandler() })
+        return try await openStore(settings, readOnly: readOnly, daemon: false, logger: quiet).store
     }
 
-    /// The store plus the services that keep it healthy while the daemon runs.
-    static func openStore(_ settings: Settings, readOnly: Bool, daemon: Bool) throws -> (store: any Storage, services: [any Service]) {
+    /// An opened store, the services that keep it healthy while the daemon runs (to be placed
+    /// first: they stop last), and, when several instances share it, the PostgreSQL store that
+    /// the single-instance parts (reconciliation) take their lock from.
+    struct OpenedStore {
+        var store: any Storage
+        var services: [any Service]
+        var shared: PostgresStore?
+    }
+
+    static func openStore(_ settings: Settings, readOnly: Bool, daemon: Bool, logger: Logger) async throws -> OpenedStore {
         switch settings.store {
         case .sqlite(let path):
             var options = SQLiteStore.Options()
@@ -64,12 +76,21 @@ public enum Daemon {
             options.checkpointInBackground = daemon
             do {
                 let store = try SQLiteStore(path: path, options: options)
-                return (store, daemon ? [CheckpointService(store: store)] : [])
+                return OpenedStore(store: store, services: daemon ? [CheckpointService(store: store)] : [], shared: nil)
             } catch {
                 throw CommandFailure(error.message)
             }
-        case .postgres:
-            throw CommandFailure("store: the PostgreSQL store is not available in this version yet; use sqlite:PATH")
+        case .postgres(let url):
+            // Never `url` in a message: it carries the password.
+            do {
+                let location = try PostgresLocation(url: url)
+                // Read-only commands do not migrate: they must not change a schema a daemon of
+                // another version may be using; a missing table then reads as an error.
+                let store = try await PostgresStore.open(location, migrate: !readOnly, logger: logger)
+                return OpenedStore(store: store, services: daemon ? [PostgresClientService(store: store)] : [], shared: store)
+            } catch {
+                throw CommandFailure(error.message)
+            }
         }
     }
 
@@ -130,7 +151,8 @@ public enum Daemon {
         let settings = loaded.settings
         let server = try serverBuilder(settings: settings)
         try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
-        let (store, storeServices) = try openStore(settings, readOnly: false, daemon: true)
+        let opened = try await openStore(settings, readOnly: false, daemon: true, logger: logger)
+        let store = opened.store, storeServices = opened.services
         switch loaded.origin {
         case .file(let path):
             logger.info("configuration loaded", metadata: ["config": .string(path)])
@@ -154,9 +176,12 @@ public enum Daemon {
         if !leftovers.isEmpty {
             logger.notice("killed step processes left running by the last stop", metadata: ["process_groups": .array(leftovers.map { .stringConvertible($0) })])
         }
-        // SQLite serves one daemon: whatever it left running was interrupted by its stop.
-        let requeued = try await store.requeueRunning(at: Int64(Date().timeIntervalSince1970 * 1000))
-        if requeued > 0 { logger.notice("requeued jobs interrupted by the last stop", metadata: ["jobs": .stringConvertible(requeued)]) }
+        // SQLite serves one daemon: whatever it left running was interrupted by its stop. A
+        // shared store's running jobs may belong to live instances: their leases decide.
+        if opened.shared == nil {
+            let requeued = try await store.requeueRunning(at: Int64(Date().timeIntervalSince1970 * 1000))
+            if requeued > 0 { logger.notice("requeued jobs interrupted by the last stop", metadata: ["jobs": .stringConvertible(requeued)]) }
+        }
         // Neither client follows redirects by itself: downloads follow them one hop at a time
         // after checking each (https only unless allow_http); re-POSTs never do (SPEC §5).
         let httpClient = StepHTTP.makeClient()
@@ -208,9 +233,14 @@ public enum Daemon {
                 return outcome
             }
         }
+        // With a shared store, reconciliation runs on one instance at a time (SPEC §9).
+        let reconcilerService: (any Service)? = reconciler.map { reconciler in
+            guard let shared = opened.shared else { return reconciler }
+            return ExclusiveService(store: shared, name: "reconcile", service: reconciler, logger: logger)
+        }
         let app = application(
             settings: settings, store: store,
-            services: storeServices + [dispatcher] + (reconciler.map { [$0] } ?? []) + [
+            services: storeServices + [dispatcher] + (reconcilerService.map { [$0] } ?? []) + [
                 reload,
                 RetentionService(store: store, dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds, logger: logger),
             ],

@@ -35,8 +35,11 @@ public final class Reconciler: Service {
     let onJobsCreated: @Sendable () -> Void
     let metrics: PipehookMetrics
     private let configuration: Mutex<Configuration>
-    private let signals: AsyncStream<Void>
-    private let signaller: AsyncStream<Void>.Continuation
+    /// Wake-ups for the current (or next) `run()`. Replaced when a run ends: a stream ends for
+    /// good when its reader is cancelled, and with a shared store the reconciler may run again
+    /// later on the same instance (each time it holds the reconciliation lock).
+    private let wakeups: Mutex<(AsyncStream<Void>, AsyncStream<Void>.Continuation)>
+    private var signaller: AsyncStream<Void>.Continuation { wakeups.withLock { $0.1 } }
 
     public init(
         store: any WebhookStore & PollStore, api: PipevideoAPI, configuration: Configuration, logger: Logger,
@@ -52,7 +55,8 @@ public final class Reconciler: Service {
         self.onJobsCreated = onJobsCreated
         self.metrics = metrics
         self.now = now
-        (signals, signaller) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        let (signals, signaller) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+        wakeups = Mutex((signals, signaller))
     }
 
     /// Sources being polled (a reload may change them).
@@ -65,16 +69,21 @@ public final class Reconciler: Service {
     public func update(_ next: Configuration) { configuration.withLock { $0 = next } }
 
     public func run() async throws {
+        let (signals, signaller) = wakeups.withLock { $0 }
+        defer {
+            let (signals, signaller) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+            wakeups.withLock { $0 = (signals, signaller) }
+        }
         await cancelWhenGracefulShutdown {
             await withDiscardingTaskGroup { group in
-                let signaller = self.signaller, interval = self.scanInterval
+                let interval = self.scanInterval
                 group.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
                         signaller.yield()
                     }
                 }
-                for await _ in self.signals {
+                for await _ in signals {
                     if Task.isCancelled { break }
                     await self.pollDue()
                 }

@@ -89,7 +89,7 @@ struct Status: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try options.load().settings
-        let store = try Daemon.openStore(settings, readOnly: true)
+        let store = try await Daemon.openStore(settings, readOnly: true)
         write(try await Commands.status(generationID: generationID, source: source, store: store, json: json))
     }
 }
@@ -111,7 +111,7 @@ struct Generations: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try options.load().settings
-        let store = try Daemon.openStore(settings, readOnly: true)
+        let store = try await Daemon.openStore(settings, readOnly: true)
         write(try await Commands.generations(status: status, limit: limit, store: store, json: json))
     }
 }
@@ -124,7 +124,7 @@ struct Prune: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try options.load().settings
-        let store = try Daemon.openStore(settings)
+        let store = try await Daemon.openStore(settings)
         write(try await Commands.prune(settings: settings, store: store, includingDead: dead, json: json))
     }
 }
@@ -175,7 +175,7 @@ struct Jobs: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try Daemon.openStore(try options.load().settings, readOnly: true)
+        let store = try await Daemon.openStore(try options.load().settings, readOnly: true)
         write(try await Commands.jobs(state: state, limit: limit, store: store, json: json))
     }
 }
@@ -191,7 +191,7 @@ struct Retry: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try Daemon.openStore(try options.load().settings)
+        let store = try await Daemon.openStore(try options.load().settings)
         write(try await Commands.retry(jobID: jobID, allDead: dead, store: store))
     }
 }
@@ -205,7 +205,7 @@ struct Replay: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try options.load().settings
-        let store = try Daemon.openStore(settings)
+        let store = try await Daemon.openStore(settings)
         write(try await Commands.replay(eventID: eventID, source: source, settings: settings, store: store, json: json))
     }
 }
@@ -217,7 +217,7 @@ struct Reprocess: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try options.load().settings
-        let store = try Daemon.openStore(settings)
+        let store = try await Daemon.openStore(settings)
         write(try await Commands.reprocess(settings: settings, store: store, json: json))
     }
 }
@@ -233,7 +233,7 @@ struct Track: AsyncParsableCommand {
 
     func run() async throws {
         let settings = try options.load().settings
-        let store = try Daemon.openStore(settings)
+        let store = try await Daemon.openStore(settings)
         write(try await Commands.track(generationID: generationID, source: source, settings: settings, store: store, json: json))
     }
 }

@@ -234,12 +234,15 @@ import Darwin
         let ledger = StepProcessLedger(directory: directory + "/steps")
         let runner = ExecRunner(logger: Fixtures.logger, baseEnvironment: ExecRunnerTests.base, ledger: ledger)
         let marker = directory + "/started"
-        let step = Fixtures.exec(["/bin/sh", "-c", "touch \(marker); sleep 2"])
+        let step = Fixtures.exec(["/bin/sh", "-c", "touch \(marker); sleep 3"])
         async let outcome = runner.run(step, context: Fixtures.context(Fixtures.document()))
+        // The entry is written right after the spawn returns, which may be after the child has run.
+        func listed() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: directory + "/steps")) ?? [] }
         let deadline = Date().addingTimeInterval(20)
-        while !FileManager.default.fileExists(atPath: marker), Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
-        let listed = try FileManager.default.contentsOfDirectory(atPath: directory + "/steps")
-        #expect(listed.count == 1)
+        while listed().isEmpty || !FileManager.default.fileExists(atPath: marker), Date() < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        #expect(listed().count == 1)
         #expect(await outcome.result == .succeeded)
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/steps").isEmpty)
     }

@@ -1,0 +1,635 @@
+import Foundation
+import Logging
+import PipehookFormats
+import PipehookLifecycle
+import PipehookStore
+import PostgresNIO
+import Synchronization
+
+/// The PostgreSQL store: several pipehook instances share one database with the guarantees of
+/// SPEC §3 (SPEC §9).
+///
+/// - A delivery is accepted once across instances: its id is inserted into `deliveries` with
+///   `ON CONFLICT DO NOTHING` in the same transaction as everything it does, so a second
+///   instance receiving it waits for the first one's commit and then finds it.
+/// - Events of one generation are serialised across instances by a transaction-scoped advisory
+///   lock taken before its status is read, so exactly one of two racing events applies a
+///   transition, and only that one inserts the route jobs (which a partial unique index backs).
+/// - Jobs are claimed with `FOR UPDATE SKIP LOCKED` and leased; a lease that expires (its
+///   instance died) is reclaimed by `claimJobs`, never requeued wholesale at start.
+///
+/// Each method is one transaction. Durability is PostgreSQL's: `synchronous_commit` is left on,
+/// and the server groups concurrent commits into shared WAL flushes by itself, so there is no
+/// `GroupCommit` here.
+public final class PostgresStore: Sendable {
+    public let client: PostgresClient
+    let logger: Logger
+    /// How long a call waits for a connection before it fails as `unavailable`.
+    let leaseTimeout: Duration
+    /// How long a call waits for its queries' answers before it fails as `unavailable`.
+    let answerTimeout: Duration
+    /// The task running `client.run()`: the client leases no connection without it.
+    private let runner = Mutex<Task<Void, Never>?>(nil)
+
+    /// Creates the store and its client without running the client; see `open` for a ready store.
+    public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), answerTimeout: Duration = .seconds(60), logger: Logger) {
+        self.client = PostgresClient(configuration: location.client, backgroundLogger: logger)
+        self.logger = logger
+        self.leaseTimeout = leaseTimeout
+        self.answerTimeout = answerTimeout
+    }
+
+    /// A ready store: its client runs in a task the store owns until `close()`, and the schema
+    /// is migrated (unless `migrate` is false, e.g. for read-only CLI commands).
+    public static func open(
+        _ location: PostgresLocation, migrate: Bool = true, leaseTimeout: Duration = .seconds(10),
+        answerTimeout: Duration = .seconds(60), logger: Logger
+    ) async throws(StoreError) -> PostgresStore {
+        let store = PostgresStore(location: location, leaseTimeout: leaseTimeout, answerTimeout: answerTimeout, logger: logger)
+        await store.startClient()
+        if migrate {
+            do throws(StoreError) {
+                try await store.migrate()
+            } catch {
+                await store.close()
+                throw error
+            }
+        }
+        return store
+    }
+
+    /// Runs `body` with a ready store and closes it afterwards, whatever happens.
+    public static func withStore<T: Sendable>(
+        _ location: PostgresLocation, migrate: Bool = true, logger: Logger, _ body: (PostgresStore) async throws -> T
+    ) async throws -> T {
+        let store = try await open(location, migrate: migrate, logger: logger)
+        do {
+            let value = try await body(store)
+            await store.close()
+            return value
+        } catch {
+            await store.close()
+            throw error
+        }
+    }
+
+    /// Runs the client in a task of the store's own (idempotent), returning once that task has
+    /// entered `client.run()` (a lease before that would log a warning). Unstructured on purpose:
+    /// the store serves the CLI and the daemon's set-up before its service group starts;
+    /// `PostgresClientService` ties the client's end to the daemon's shutdown.
+    public func startClient() async {
+        let client = self.client
+        await withCheckedContinuation { (started: CheckedContinuation<Void, Never>) in
+            let alreadyRunning = runner.withLock { runner -> Bool in
+                guard runner == nil else { return true }
+                runner = Task {
+                    started.resume()
+                    await client.run()
+                }
+                return false
+            }
+            if alreadyRunning { started.resume() }
+        }
+    }
+
+    /// Stops the client; queries fail from then on. Waits (at most `answerTimeout`) until its
+    /// connections are closed: a call stuck on a dead connection must not hold up a shutdown.
+    public func close() async {
+        guard let task = runner.withLock({ $0 }) else { return }
+        task.cancel()
+        _ = await Self.within(answerTimeout) { await task.value }
+    }
+
+    deinit {
+        runner.withLock { $0?.cancel() }
+    }
+
+    /// Applies missing migrations; returns their ids. Safe to run from several instances at once.
+    @discardableResult
+    public func migrate() async throws(StoreError) -> [String] {
+        let logger = self.logger
+        do {
+            // A migration may rewrite a large table, or wait for another instance's.
+            return try await leased("migrate", answerTimeout: .seconds(1800)) { connection in
+                try await PostgresSchema.migrate(connection, logger: logger, at: Self.nowMilliseconds())
+            }
+        } catch {
+            throw StoreError(error.kind, "cannot migrate the PostgreSQL store: \(error.message)")
+        }
+    }
+
+    static func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+    // MARK: transactions
+
+    /// One read-write transaction, errors mapped to `StoreError` (a `StoreError` thrown by `body`
+    /// rolls back and is rethrown as is). `leased` runs it in a task of its own, so the caller's
+    /// cancellation cannot cut a bookkeeping write short (a dispatcher stopping mid-step still
+    /// records what happened).
+    func write<T: Sendable>(
+        _ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
+    ) async throws(StoreError) -> T {
+        let logger = self.logger
+        return try await leased(what) { connection in
+            try await connection.withTransaction(logger: logger) { connection in try await body(connection, logger) }
+        }
+    }
+
+    /// One read-only transaction on a single snapshot (REPEATABLE READ), like a SQLite read.
+    func read<T: Sendable>(
+        _ what: String, _ body: @escaping @Sendable (PostgresConnection, Logger) async throws -> T
+    ) async throws(StoreError) -> T {
+        let logger = self.logger
+        return try await leased(what) { connection in
+            try await connection.withTransaction(logger: logger) { connection in
+                try await connection.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", logger: logger)
+                return try await body(connection, logger)
+            }
+        }
+    }
+
+    /// Leases a connection for `body`, or fails as `unavailable` when none comes within
+    /// `leaseTimeout`: while the server is down the pool would keep a request waiting for a
+    /// minute, longer than a webhook sender waits for its answer. Either the lease or the timeout
+    /// wins, never both, so a timed-out call has done nothing.
+    ///
+    /// A query sent on a connection that is closing may never be answered (nor cancelled), so the
+    /// caller never waits on the lease or the body itself: they run in a task of their own, and
+    /// a body that has no answer within `answerTimeout` fails as `unavailable` and has its
+    /// connection closed (which rolls back whatever it had not committed).
+    func leased<T: Sendable>(
+        _ what: String, answerTimeout: Duration? = nil, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async throws(StoreError) -> T {
+        let client = self.client, leaseTimeout = self.leaseTimeout, answerTimeout = answerTimeout ?? self.answerTimeout
+        let result: Result<T, any Error> = await withCheckedContinuation { continuation in
+            let race = LeaseRace(), once = Once()
+            let finish: @Sendable (Result<T, any Error>) -> Void = { result in
+                if once.claim() { continuation.resume(returning: result) }
+            }
+            let timer = Task {
+                try? await Task.sleep(for: leaseTimeout)
+                guard !Task.isCancelled, race.settle(LeaseRace.timedOut) else { return }
+                race.cancelWork()
+                finish(.failure(LeaseTimeout()))
+            }
+            race.setWork(Task {
+                var won = false
+                do {
+                    let value = try await client.withConnection { connection in
+                        guard race.settle(LeaseRace.leased) else { throw LeaseTimeout() }
+                        won = true
+                        timer.cancel()
+                        let watchdog = Task {
+                            try? await Task.sleep(for: answerTimeout)
+                            guard !Task.isCancelled else { return }
+                            finish(.failure(NoAnswer()))
+                            try? await connection.close()
+                        }
+                        defer { watchdog.cancel() }
+                        return try await body(connection)
+                    }
+                    finish(.success(value))
+                } catch {
+                    // The lease won (its body failed), or the lease failed at once (pool
+                    // closed); otherwise the timer has answered already.
+                    if won || race.settle(LeaseRace.failed) {
+                        timer.cancel()
+                        finish(.failure(error))
+                    }
+                }
+            })
+        }
+        switch result {
+        case .success(let value): return value
+        case .failure(is LeaseTimeout):
+            throw StoreError(.unavailable, "\(what) failed: no PostgreSQL connection within \(leaseTimeout) (is the server up?)")
+        case .failure(is NoAnswer):
+            throw StoreError(.unavailable, "\(what) failed: no answer from PostgreSQL within \(answerTimeout); connection closed")
+        case .failure(let error): throw Self.storeError(error, what)
+        }
+    }
+
+    static func storeError(_ error: any Error, _ what: String) -> StoreError {
+        if let error = error as? StoreError { return error }
+        if let error = error as? PostgresTransactionError, let inner = error.closureError as? StoreError { return inner }
+        if let error = (error as? PostgresTransactionError)?.closureError ?? error as? PSQLError,
+           let error = error as? PSQLError, error.serverInfo?[.sqlState] == "42P01" {
+            // undefined_table: a read-only command (no migration) on a database no daemon set up.
+            return StoreError(.notFound, "\(what) failed: no pipehook tables here (has `pipehook serve` run with this store and search_path?)")
+        }
+        return StoreError(.unavailable, "\(what) failed: \(describe(error))")
+    }
+
+    /// What went wrong, for logs and `StoreError` messages: the server's code and message, or
+    /// the client's reason. Never the query's bound values (payloads) nor the connection's
+    /// configuration (the password).
+    static func describe(_ error: any Error) -> String {
+        if let error = error as? PostgresTransactionError {
+            if let inner = error.closureError ?? error.beginError ?? error.commitError { return describe(inner) }
+            return "transaction failed"
+        }
+        if let error = error as? PSQLError {
+            if let info = error.serverInfo {
+                let state = info[.sqlState].map { " (\($0))" } ?? ""
+                return "PostgreSQL: \(info[.message] ?? "error")\(state)"
+            }
+            if let underlying = error.underlying { return "PostgreSQL \(error.code): \(String(reflecting: underlying))" }
+            return "PostgreSQL \(error.code)"
+        }
+        return String(reflecting: error)
+    }
+}
+
+// MARK: WebhookStore
+
+extension PostgresStore: WebhookStore {
+    public func ingest(_ delivery: IncomingDelivery) async throws(StoreError) -> IntakeOutcome {
+        try await write("ingest") { connection, logger in try await Self.ingest(delivery, connection, logger) }
+    }
+
+    /// Runs inside the delivery's transaction; mirrors `SQLiteStore.ingest` step by step.
+    private static func ingest(_ delivery: IncomingDelivery, _ db: PostgresConnection, _ logger: Logger) async throws -> IntakeOutcome {
+        if let seq = delivery.reprocessing {
+            try await db.query("UPDATE unrecognized SET reprocessed_at = \(delivery.receivedAt) WHERE seq = \(seq)", logger: logger)
+            if case .unrecognized = delivery.content { return .unrecognized }
+        } else if delivery.origin == .webhook {
+            // Another instance inserting the same id first makes this wait for its commit, then
+            // find the row: exactly one of them accepts the delivery.
+            let inserted = try await db.query("""
+                INSERT INTO deliveries (source, delivery_id, received_at)
+                VALUES (\(delivery.source), \(delivery.deliveryID), \(delivery.receivedAt))
+                ON CONFLICT DO NOTHING RETURNING 1
+                """, logger: logger).collect()
+            if inserted.isEmpty { return .duplicate }
+        }
+        switch delivery.content {
+        case .unrecognized(let reason):
+            try await db.query("""
+                INSERT INTO unrecognized (source, delivery_id, received_at, signed_at, reason, raw)
+                VALUES (\(delivery.source), \(delivery.deliveryID), \(delivery.receivedAt), \(delivery.signedAt), \(reason),
+                        \(ByteBuffer(bytes: delivery.body)))
+                ON CONFLICT DO NOTHING
+                """, logger: logger)
+            return .unrecognized
+        case .event(let event):
+            // One event of a generation at a time across instances, held until commit: the
+            // status read below is the one the transition is applied to.
+            try await lockGeneration(source: delivery.source, generationID: event.generationID, db, logger)
+            let current = try await db.query("""
+                SELECT status FROM generations WHERE generation_id = \(event.generationID) AND source = \(delivery.source)
+                """, logger: logger).collect().first.map { try status(try $0.decode(String.self), column: "generations.status") }
+            let transition = Lifecycle.transition(from: current, to: event.status)
+            let recorded = try await db.query("""
+                INSERT INTO events (event_id, source, origin, event_type, generation_id, status, previous_status, transition,
+                                    output_url, error_message, received_at, signed_at, raw)
+                VALUES (\(delivery.deliveryID), \(delivery.source), \(delivery.origin.rawValue), \(event.eventType),
+                        \(event.generationID), \(event.status.rawValue), \(current?.rawValue), \(transition.rawValue),
+                        \(event.outputURL), \(event.errorMessage), \(delivery.receivedAt), \(delivery.signedAt),
+                        \(ByteBuffer(bytes: delivery.body)))
+                ON CONFLICT DO NOTHING RETURNING seq
+                """, logger: logger).collect()
+            // An event id still in the timeline after its delivery id was pruned: a replay.
+            if recorded.isEmpty { return .duplicate }
+            if transition.changesState {
+                try await db.query("""
+                    INSERT INTO generations (source, generation_id, status, output_url, error_message,
+                                             created_at, updated_at, last_event_id)
+                    VALUES (\(delivery.source), \(event.generationID), \(event.status.rawValue), \(event.outputURL),
+                            \(event.errorMessage), \(delivery.receivedAt), \(delivery.receivedAt), \(delivery.deliveryID))
+                    ON CONFLICT (generation_id, source) DO UPDATE SET
+                        status = excluded.status, output_url = excluded.output_url,
+                        error_message = excluded.error_message, updated_at = excluded.updated_at,
+                        last_event_id = excluded.last_event_id
+                    """, logger: logger)
+                // A generation that ended needs no more polling.
+                if event.status.isTerminal {
+                    try await db.query("""
+                        UPDATE polls SET state = 'done', updated_at = \(delivery.receivedAt)
+                        WHERE generation_id = \(event.generationID) AND source = \(delivery.source) AND state = 'active'
+                        """, logger: logger)
+                }
+                // Transactional outbox: the jobs commit with the transition or not at all. The
+                // unique index `jobs_once` makes a second job for the route a no-op, not an error.
+                for route in delivery.routes {
+                    try await db.query("""
+                        INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at)
+                        VALUES (\(JobID.make()), \(delivery.source), \(event.generationID), \(route), \(delivery.deliveryID),
+                                'pending', \(delivery.receivedAt), \(delivery.receivedAt), \(delivery.receivedAt))
+                        ON CONFLICT DO NOTHING
+                        """, logger: logger)
+                }
+            }
+            return .accepted(generationID: event.generationID, status: event.status, transition: transition, previous: current)
+        }
+    }
+
+    /// The per-generation transaction lock that `ingest`, `track` and `recordPoll` share.
+    static func lockGeneration(source: String, generationID: String, _ db: PostgresConnection, _ logger: Logger) async throws {
+        try await db.query(
+            "SELECT pg_advisory_xact_lock(hashtextextended(\(source) || ':' || \(generationID), 0))", logger: logger
+        )
+    }
+
+    // MARK: reads
+
+    public func generations(withID id: String) async throws(StoreError) -> [GenerationDetail] {
+        try await read("read generation") { db, logger in
+            let generations = try await db.query(
+                "SELECT \(unescaped: Self.generationColumns) FROM generations WHERE generation_id = \(id) ORDER BY source", logger: logger
+            ).collect().map(Self.generation)
+            var details: [GenerationDetail] = []
+            for generation in generations {
+                let events = try await db.query("""
+                    SELECT \(unescaped: Self.eventColumns) FROM events WHERE source = \(generation.source) AND generation_id = \(id) ORDER BY seq
+                    """, logger: logger).collect()
+                details.append(GenerationDetail(generation: generation, timeline: try events.map(Self.timelineEntry)))
+            }
+            return details
+        }
+    }
+
+    public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
+        try await read("list generations") { db, logger in
+            let rows: [PostgresRow]
+            if let status {
+                rows = try await db.query("""
+                    SELECT \(unescaped: Self.generationColumns) FROM generations WHERE status = \(status.rawValue)
+                    ORDER BY updated_at DESC, generation_id LIMIT \(limit)
+                    """, logger: logger).collect()
+            } else {
+                rows = try await db.query("""
+                    SELECT \(unescaped: Self.generationColumns) FROM generations ORDER BY updated_at DESC, generation_id LIMIT \(limit)
+                    """, logger: logger).collect()
+            }
+            return try rows.map(Self.generation)
+        }
+    }
+
+    public func counts() async throws(StoreError) -> StoreCounts {
+        try await read("count rows") { db, logger in
+            let row = try await db.query("""
+                SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM events),
+                       (SELECT count(*) FROM generations), (SELECT count(*) FROM unrecognized)
+                """, logger: logger).collect()
+            let (deliveries, events, generations, unrecognized) = try row[0].decode((Int, Int, Int, Int).self)
+            return StoreCounts(deliveries: deliveries, events: events, generations: generations, unrecognized: unrecognized)
+        }
+    }
+
+    public func prune(
+        nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64, includingDead: Bool
+    ) async throws(StoreError) -> PruneReport {
+        let dedupCutoff = nowMilliseconds - dedupWindowSeconds * 1000
+        let retentionCutoff = nowMilliseconds - retentionSeconds * 1000
+        let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let finishedJobs = includingDead ? "('succeeded', 'dead')" : "('succeeded')"
+        return try await write("prune") { db, logger in
+            // Every instance's retention service prunes; one at a time, so that two prunes
+            // deleting the same rows in different orders cannot deadlock.
+            try await db.query(
+                "SELECT pg_advisory_xact_lock(hashtextextended('pipehook:prune:' || coalesce(current_schema(), ''), 0))", logger: logger
+            )
+            /// Runs a DELETE and counts the rows it removed.
+            func deleting(_ query: PostgresQuery) async throws -> Int {
+                var counted = query
+                counted.sql = "WITH deleted AS (\(query.sql) RETURNING 1) SELECT count(*) FROM deleted"
+                return try await db.query(counted, logger: logger).collect().first?.decode(Int.self) ?? 0
+            }
+            var report = PruneReport()
+            report.deliveries = try await deleting("DELETE FROM deliveries WHERE received_at < \(dedupCutoff)")
+            // Finished jobs past retention go with their attempts; dead ones only on request.
+            try await db.query("""
+                DELETE FROM attempts WHERE job_id IN (
+                    SELECT id FROM jobs WHERE state IN \(unescaped: finishedJobs) AND updated_at < \(retentionCutoff))
+                """, logger: logger)
+            report.jobs = try await deleting(
+                "DELETE FROM jobs WHERE state IN \(unescaped: finishedJobs) AND updated_at < \(retentionCutoff)"
+            )
+            // A finished generation idle past retention goes with its whole timeline, unless a
+            // job still needs its events (pending, running, or dead and kept for a retry).
+            let stale = """
+                SELECT g.source, g.generation_id FROM generations g
+                WHERE g.status IN (\(terminal)) AND g.updated_at < $1
+                  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = g.generation_id AND j.source = g.source)
+                """
+            func staleQuery(_ head: String) -> PostgresQuery {
+                var binds = PostgresBindings()
+                binds.append(retentionCutoff)
+                return PostgresQuery(unsafeSQL: "\(head) WHERE (source, generation_id) IN (\(stale))", binds: binds)
+            }
+            try await db.query(staleQuery("DELETE FROM polls"), logger: logger)
+            // Ids the API never knew (404), idle past retention.
+            try await db.query("""
+                DELETE FROM polls WHERE state = 'stopped' AND updated_at < \(retentionCutoff) AND NOT EXISTS (
+                    SELECT 1 FROM generations g WHERE g.generation_id = polls.generation_id AND g.source = polls.source)
+                """, logger: logger)
+            report.events = try await deleting(staleQuery("DELETE FROM events"))
+            report.generations = try await deleting(staleQuery("DELETE FROM generations"))
+            report.unrecognized = try await deleting("DELETE FROM unrecognized WHERE received_at < \(retentionCutoff)")
+            return report
+        }
+    }
+
+    /// True when the server answers within two seconds and takes writes (not a standby, not
+    /// read-only): `/readyz`.
+    public func isWritable() async -> Bool {
+        let client = self.client, logger = self.logger
+        let answer = await Self.within(.seconds(2)) {
+            try await client.query(
+                "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'", logger: logger
+            ).collect().first?.decode(Bool.self)
+        }
+        return (try? answer?.get()) == true
+    }
+
+    /// Runs `operation` in a task of its own and waits for it at most `limit`; nil when it took
+    /// longer (it is then cancelled and left to end by itself). A query sent on a connection the
+    /// server has just closed may never be answered, and cancellation does not reach it.
+    static func within<T: Sendable>(
+        _ limit: Duration, _ operation: @escaping @Sendable () async throws -> T
+    ) async -> Result<T, any Error>? {
+        let once = Once(), work = TaskSlot()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
+            let timer = Task {
+                try? await Task.sleep(for: limit)
+                guard !Task.isCancelled, once.claim() else { return }
+                work.cancel()
+                continuation.resume(returning: nil)
+            }
+            let task = Task {
+                let result: Result<T, any Error>
+                do { result = .success(try await operation()) } catch { result = .failure(error) }
+                if once.claim() {
+                    timer.cancel()
+                    continuation.resume(returning: result)
+                }
+            }
+            work.set(task)
+        }
+    }
+
+    public func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
+        try await read("read unrecognized deliveries") { db, logger in
+            try await db.query("""
+                SELECT seq, source, delivery_id, received_at, signed_at, reason, raw FROM unrecognized
+                WHERE reprocessed_at IS NULL ORDER BY seq LIMIT \(limit)
+                """, logger: logger).collect().map { row in
+                let (seq, source, deliveryID, receivedAt, signedAt, reason, raw) =
+                    try row.decode((Int64, String, String, Int64, Int64, String, ByteBuffer).self)
+                return UnrecognizedDelivery(
+                    seq: seq, source: source, deliveryID: deliveryID, receivedAt: receivedAt, signedAt: signedAt, reason: reason,
+                    raw: Array(raw.readableBytesView)
+                )
+            }
+        }
+    }
+
+    public func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [String], at: Int64) async throws(StoreError) -> [JobRecord] {
+        let events: [StoredEvent] = try await read("read event") { db, logger in
+            let rows: [PostgresRow]
+            if let source {
+                rows = try await db.query(
+                    "SELECT \(unescaped: Self.eventColumns) FROM events WHERE event_id = \(eventID) AND source = \(source)", logger: logger
+                ).collect()
+            } else {
+                rows = try await db.query(
+                    "SELECT \(unescaped: Self.eventColumns) FROM events WHERE event_id = \(eventID)", logger: logger
+                ).collect()
+            }
+            return try rows.map(Self.storedEvent)
+        }
+        guard let event = events.first else { throw StoreError(.notFound, "no stored event \(eventID)") }
+        guard events.count == 1 else {
+            throw StoreError(.invalid, "event \(eventID) exists in several sources (\(events.map(\.source).joined(separator: ", "))); pass --source")
+        }
+        let names = routes(event.status)
+        guard !names.isEmpty else { throw StoreError(.invalid, "no configured route starts on status \(event.status.rawValue)") }
+        return try await write("replay") { db, logger in
+            var jobs: [JobRecord] = []
+            for route in names {
+                let rows = try await db.query("""
+                    INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at, replay)
+                    VALUES (\(JobID.make()), \(event.source), \(event.generationID), \(route), \(event.eventID), 'pending',
+                            \(at), \(at), \(at), true)
+                    RETURNING \(unescaped: Self.jobColumns())
+                    """, logger: logger).collect()
+                jobs.append(contentsOf: try rows.map(Self.job))
+            }
+            return jobs
+        }
+    }
+
+    // MARK: rows
+
+    static let generationColumns = "source, generation_id, status, output_url, error_message, created_at, updated_at"
+
+    static let eventColumns = """
+        event_id, source, origin, event_type, generation_id, status, previous_status, transition, output_url, error_message, \
+        received_at, signed_at, raw
+        """
+
+    static func status(_ text: String?, column: String) throws -> GenerationStatus {
+        guard let text, let status = GenerationStatus(rawValue: text) else {
+            throw StoreError(.invalid, "unknown status '\(text ?? "null")' in column \(column)")
+        }
+        return status
+    }
+
+    private static func generation(_ row: PostgresRow) throws -> GenerationRecord {
+        let (source, generationID, status, outputURL, errorMessage, createdAt, updatedAt) =
+            try row.decode((String, String, String, String?, String?, Int64, Int64).self)
+        return GenerationRecord(
+            source: source, generationID: generationID, status: try Self.status(status, column: "generations.status"),
+            outputURL: outputURL, errorMessage: errorMessage, createdAt: createdAt, updatedAt: updatedAt
+        )
+    }
+
+    private static func timelineEntry(_ row: PostgresRow) throws -> TimelineEntry {
+        let event = try storedEvent(row)
+        let (transition, signedAt) = try row.makeRandomAccess().decodeColumns(transition: "transition", signedAt: "signed_at")
+        return TimelineEntry(
+            eventID: event.eventID, origin: event.origin, status: event.status, previousStatus: event.previousStatus,
+            transition: Transition(rawValue: transition) ?? .stale, outputURL: event.outputURL, errorMessage: event.errorMessage,
+            receivedAt: event.receivedAt, signedAt: signedAt
+        )
+    }
+
+    static func storedEvent(_ row: PostgresRow) throws -> StoredEvent {
+        let (eventID, source, origin, eventType, generationID, status, previous, _, outputURL, errorMessage, receivedAt, _, raw) =
+            try row.decode((String, String, String, String, String, String, String?, String, String?, String?, Int64, Int64, ByteBuffer).self)
+        return StoredEvent(
+            eventID: eventID, source: source, origin: EventOrigin(rawValue: origin) ?? .webhook, eventType: eventType,
+            generationID: generationID, status: try Self.status(status, column: "events.status"),
+            previousStatus: try previous.map { try Self.status($0, column: "events.previous_status") },
+            outputURL: outputURL, errorMessage: errorMessage, receivedAt: receivedAt, raw: Array(raw.readableBytesView)
+        )
+    }
+}
+
+extension PostgresRandomAccessRow {
+    fileprivate func decodeColumns(transition: String, signedAt: String) throws -> (String, Int64) {
+        (try self[transition].decode(String.self), try self[signedAt].decode(Int64.self))
+    }
+}
+
+/// Who won between a connection lease and its timeout.
+private final class LeaseRace: Sendable {
+    static let waiting = 0, leased = 1, timedOut = 2, failed = 3
+    private let state = Atomic<Int>(LeaseRace.waiting)
+    private let work = Mutex<Task<Void, Never>?>(nil)
+
+    /// True for the first outcome only.
+    func settle(_ outcome: Int) -> Bool {
+        state.compareExchange(expected: Self.waiting, desired: outcome, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    func setWork(_ task: Task<Void, Never>) {
+        let cancelled = work.withLock { work -> Bool in
+            work = task
+            return state.load(ordering: .acquiring) == Self.timedOut
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func cancelWork() { work.withLock { $0 }?.cancel() }
+}
+
+private struct LeaseTimeout: Error {}
+private struct NoAnswer: Error {}
+
+/// A task to cancel from another one, set once it exists (cancelled at once if asked before).
+final class TaskSlot: Sendable {
+    private let slot = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
+
+    func set(_ task: Task<Void, Never>) {
+        let cancelled = slot.withLock { slot -> Bool in
+            slot.task = task
+            return slot.cancelled
+        }
+        if cancelled { task.cancel() }
+    }
+
+    func cancel() {
+        let task = slot.withLock { slot -> Task<Void, Never>? in
+            slot.cancelled = true
+            return slot.task
+        }
+        task?.cancel()
+    }
+}
+
+/// True for the first caller only.
+final class Once: Sendable {
+    private let done = Atomic<Bool>(false)
+    func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
+enum JobID {
+    /// `job_` + 16 random hex digits: stable across attempts, used as the re-POST `webhook-id`.
+    static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return "job_" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
