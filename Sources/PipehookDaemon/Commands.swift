@@ -489,9 +489,6 @@ enum Output {
         return String(decoding: try encoder.encode(value), as: UTF8.self)
     }
 
-    static func time(_ milliseconds: Int64) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter.string(from: Date(timeIntervalSince1970: Double(milliseconds) / 1000))
-    }
+    /// RFC 3339 UTC with milliseconds, as in every JSON document pipehook writes.
+    static func time(_ milliseconds: Int64) -> String { JSONText.timestamp(milliseconds: milliseconds) }
 }

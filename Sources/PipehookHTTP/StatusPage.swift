@@ -21,7 +21,7 @@ enum StatusPage {
     static func register(on router: Router<BasicRequestContext>, _ admin: AdminEndpoints) {
         router.get("/") { request, _ in
             try admin.auth.require(request)
-            let retried = request.uri.queryParameters["retried"].map(String.init).flatMap { isJobID($0) ? $0 : nil }
+            let retried = request.uri.queryParameters["retried"].map(String.init).flatMap { JobID.isValid($0) ? $0 : nil }
             let snapshot: StatusPageSnapshot
             do {
                 snapshot = try await StatusPageSnapshot.load(from: admin.store, now: admin.now())
@@ -37,7 +37,7 @@ enum StatusPage {
         router.post("/jobs/:id/retry") { request, context in
             try admin.auth.require(request)
             let jobID = context.parameters.get("id") ?? ""
-            guard isJobID(jobID) else { throw APIError.jobNotFound }
+            guard JobID.isValid(jobID) else { throw APIError.jobNotFound }
             if let reason = foreignOriginReason(
                 origin: request.headers[.origin], fetchSite: request.headers[secFetchSite], host: request.head.authority
             ) {
@@ -74,13 +74,6 @@ enum StatusPage {
     static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
 
     static func retryPurpose(_ jobID: String) -> String { "retry:" + jobID }
-
-    /// `job_` + 16 lower-case hex digits, as the store makes them.
-    static func isJobID(_ text: String) -> Bool {
-        let bytes = Array(text.utf8)
-        guard bytes.count == 20, bytes.starts(with: Array("job_".utf8)) else { return false }
-        return bytes[4...].allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
-    }
 
     /// Why a POST does not look like it came from our own page, or nil when it may have.
     /// Requests without these headers (curl, scripts) pass; the form token still has to match.

@@ -623,13 +623,3 @@ final class Once: Sendable {
     private let done = Atomic<Bool>(false)
     func claim() -> Bool { !done.exchange(true, ordering: .acquiringAndReleasing) }
 }
-
-enum JobID {
-    /// `job_` + 16 random hex digits: stable across attempts, used as the re-POST `webhook-id`.
-    static func make() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
-        let hex = String(value, radix: 16)
-        return "job_" + String(repeating: "0", count: 16 - hex.count) + hex
-    }
-}

@@ -3,16 +3,6 @@ import GRDB
 import PipehookLifecycle
 import PipehookStore
 
-enum JobID {
-    /// `job_` + 16 random hex digits: stable across attempts, used as the re-POST `webhook-id`.
-    static func make() -> String {
-        var generator = SystemRandomNumberGenerator()
-        let value = generator.next() as UInt64
-        let hex = String(value, radix: 16)
-        return "job_" + String(repeating: "0", count: 16 - hex.count) + hex
-    }
-}
-
 extension SQLiteStore: JobStore {
     public func claimJobs(owner: String, now: Int64, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
         try await write("claim jobs") { db in

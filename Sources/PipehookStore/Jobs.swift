@@ -1,5 +1,23 @@
 import PipehookLifecycle
 
+/// Job ids, made the same way by every store: `job_` + 16 lower-case hex digits, random, stable
+/// across attempts (the re-POST `webhook-id`).
+public enum JobID {
+    public static func make() -> String {
+        var generator = SystemRandomNumberGenerator()
+        let value = generator.next() as UInt64
+        let hex = String(value, radix: 16)
+        return "job_" + String(repeating: "0", count: 16 - hex.count) + hex
+    }
+
+    /// True for text shaped like `make()`'s output; checked before a request's id reaches a store.
+    public static func isValid(_ text: String) -> Bool {
+        let bytes = Array(text.utf8)
+        guard bytes.count == 20, bytes.starts(with: Array("job_".utf8)) else { return false }
+        return bytes[4...].allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+    }
+}
+
 public enum JobState: String, Sendable, Codable, CaseIterable {
     /// Waiting for `runAt` (new, or between retries).
     case pending
