@@ -1,6 +1,7 @@
 import AsyncHTTPClient
 import Foundation
 import NIOCore
+import PipehookDispatch
 import PipehookFormats
 import PipehookHTTP
 import PipehookLifecycle
@@ -109,7 +110,7 @@ public enum Commands {
             }
             lines.append(item.jobs.isEmpty ? "  jobs:     none" : "  jobs:")
             for (job, attempts) in item.jobs {
-                lines.append("    \(job.id)  route \(job.route)  \(job.state.rawValue)  next step \(job.nextStep)\(job.lastError.map { "  last error: \($0)" } ?? "")")
+                lines.append("    \(job.id)  route \(Output.route(job))  \(job.state.rawValue)  next step \(job.nextStep)\(job.lastError.map { "  last error: \($0)" } ?? "")")
                 for attempt in attempts {
                     lines.append("      step \(attempt.step) \(attempt.stepKind) attempt \(attempt.attempt)  \(attempt.outcome.rawValue)  \(attempt.summary ?? "")  \(Output.time(attempt.startedAt))")
                 }
@@ -144,11 +145,11 @@ public enum Commands {
         let jobs = try await store.jobs(state: state, limit: limit)
         if json { return try Output.json(jobs.map { JobDocument($0, attempts: nil) }) }
         if jobs.isEmpty { return "no jobs" }
-        let header = "JOB                   STATE      ROUTE                GENERATION            STEP  TRIES  UPDATED                   LAST ERROR"
+        let header = "JOB                   STATE      ROUTE@VERSION                     GENERATION            STEP  TRIES  UPDATED                   LAST ERROR"
         return ([header] + jobs.map { job in
             [
                 job.id.padding(toLength: 21, withPad: " ", startingAt: 0), job.state.rawValue.padding(toLength: 10, withPad: " ", startingAt: 0),
-                job.route.padding(toLength: 20, withPad: " ", startingAt: 0), job.generationID.padding(toLength: 21, withPad: " ", startingAt: 0),
+                Output.route(job).padding(toLength: 33, withPad: " ", startingAt: 0), job.generationID.padding(toLength: 21, withPad: " ", startingAt: 0),
                 String(job.nextStep).padding(toLength: 5, withPad: " ", startingAt: 0), String(job.attempts).padding(toLength: 6, withPad: " ", startingAt: 0),
                 Output.time(job.updatedAt).padding(toLength: 25, withPad: " ", startingAt: 0), job.lastError ?? "",
             ].joined(separator: " ")
@@ -168,7 +169,7 @@ public enum Commands {
 
     public static func replay(eventID: String, source: String?, settings: Settings, store: any Storage, json: Bool) async throws -> String {
         let jobs = try await store.replay(
-            eventID: eventID, source: source, routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.name) },
+            eventID: eventID, source: source, routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.pin) },
             at: Int64(Date().timeIntervalSince1970 * 1000)
         )
         if json { return try Output.json(jobs.map { JobDocument($0, attempts: nil) }) }
@@ -181,7 +182,7 @@ public enum Commands {
                 guard let format = settings.source(named: item.source)?.format else { return nil }
                 return (try? format.decode(item.raw)).map { .event($0) }
             },
-            routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.name) },
+            routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.pin) },
             at: Int64(Date().timeIntervalSince1970 * 1000)
         )
         if json { return try Output.json(["recognized": result.recognized, "unrecognized": result.unrecognized]) }
@@ -408,6 +409,9 @@ public struct JobDocument: Encodable {
     var source: String
     var generation_id: String
     var route: String
+    /// The pinned route version's fingerprint (first 12 hex digits), null for an unpinned job.
+    var route_version: String?
+    var fence: Int64
     var event_id: String
     var state: String
     var next_step: Int
@@ -438,6 +442,8 @@ public struct JobDocument: Encodable {
         source = job.source
         generation_id = job.generationID
         route = job.route
+        route_version = job.routeVersion.map { String($0.prefix(12)) }
+        fence = job.fence
         event_id = job.eventID
         state = job.state.rawValue
         next_step = job.nextStep
@@ -487,6 +493,11 @@ enum Output {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    /// `name@version` (12 hex digits of the pinned version), or the bare name for an unpinned job.
+    static func route(_ job: JobRecord) -> String {
+        job.routeVersion.map { "\(job.route)@\($0.prefix(12))" } ?? job.route
     }
 
     /// RFC 3339 UTC with milliseconds, as in every JSON document pipehook writes.

@@ -106,7 +106,7 @@ public enum Daemon {
         IntakeConfiguration(
             sources: settings.sources.map { IntakeSource(name: $0.name, format: $0.format, verifier: $0.verifier) },
             maxBodyBytes: settings.maxBodyBytes,
-            routesByStatus: Dictionary(grouping: settings.routes.flatMap { route in route.on.map { ($0, route.name) } }, by: \.0)
+            routesByStatus: Dictionary(grouping: settings.routes.flatMap { route in route.on.map { ($0, route.pin) } }, by: \.0)
                 .mapValues { $0.map(\.1) }
         )
     }
@@ -204,6 +204,8 @@ public enum Daemon {
             download: { await download.run($0, context: $1) }, api: api,
             sources: { reconciler?.sources ?? [] }, logger: logger
         )
+        var dispatcherOptions = Dispatcher.Options()
+        dispatcherOptions.leaseMilliseconds = settings.leaseMilliseconds
         let dispatcher = Dispatcher(
             store: store, routes: routeTable,
             runners: StepRunners(
@@ -211,7 +213,7 @@ public enum Daemon {
                 download: { await refreshing.run($0, context: $1) },
                 post: { await post.run($0, context: $1) }
             ),
-            logger: logger, metrics: telemetry.metrics
+            logger: logger, metrics: telemetry.metrics, options: dispatcherOptions
         )
         wake.dispatcher = dispatcher
         // Shutdown runs in reverse: the server stops taking requests first, then running steps

@@ -56,6 +56,7 @@ struct ReloadService: Service, CustomStringConvertible {
         if next.readTimeoutMilliseconds != running.readTimeoutMilliseconds { needsRestart.append("read_timeout") }
         if (next.api == nil) != (running.api == nil) { needsRestart.append("api") }
         if next.adminToken != running.adminToken { needsRestart.append("admin_token") }
+        if next.leaseMilliseconds != running.leaseMilliseconds { needsRestart.append("lease") }
         intake.replace(Daemon.intakeConfiguration(next))
         routes.replace(next.routes)
         logControl?.update(format: next.logFormat, level: next.logLevel)

@@ -33,16 +33,71 @@ public struct StepRunners: Sendable {
     }
 }
 
-/// The live route table; swapped whole on reload.
-public final class RouteTable: Sendable {
-    private let routes: Mutex<[String: Route]>
-    public init(_ routes: [Route]) { self.routes = Mutex(Dictionary(routes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })) }
-    public func route(named name: String) -> Route? { routes.withLock { $0[name] } }
-    public func replace(_ routes: [Route]) { self.routes.withLock { $0 = Dictionary(routes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a }) } }
+extension Route {
+    /// What a job created for this route is pinned to.
+    public var pin: RoutePin { RoutePin(name: name, version: version, definition: definition) }
 }
 
-/// Claims due jobs with a lease, runs their steps in order, records every attempt, retries with
-/// backoff and dead-letters. Leases of a process that died expire, and its jobs run again.
+/// The live routes, swapped whole on reload, and every route version seen: a job runs the steps it
+/// was pinned to (SPEC §3.5), rebuilt from its stored definition when this process never had them.
+public final class RouteTable: Sendable {
+    private struct State {
+        var current: [String: Route]
+        var versions: [String: Route]
+        /// Literal post secrets of every route seen, by fingerprint (pinned definitions hold only that).
+        var secrets: [String: String]
+    }
+    private let state: Mutex<State>
+    private let environment: @Sendable () -> [String: String]
+
+    public init(_ routes: [Route], environment: @escaping @Sendable () -> [String: String] = { ProcessInfo.processInfo.environment }) {
+        let current = Dictionary(routes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+        state = Mutex(State(
+            current: current, versions: Dictionary(routes.map { ($0.version, $0) }, uniquingKeysWith: { a, _ in a }),
+            secrets: routes.reduce(into: [:]) { $0.merge($1.literalSecrets) { a, _ in a } }
+        ))
+        self.environment = environment
+    }
+
+    public func route(named name: String) -> Route? { state.withLock { $0.current[name] } }
+
+    public func replace(_ routes: [Route]) {
+        state.withLock { state in
+            state.current = Dictionary(routes.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
+            for route in routes {
+                state.versions[route.version] = route
+                state.secrets.merge(route.literalSecrets) { a, _ in a }
+            }
+        }
+    }
+
+    /// The steps for a claimed job: its pinned version, or for an unpinned (older) job the route
+    /// of that name as configured now. A failure says why, for the job's last error.
+    public func resolve(_ pin: RoutePin) -> Result<Route, ResolveFailure> {
+        guard pin.isPinned else {
+            if let route = route(named: pin.name) { return .success(route) }
+            return .failure(ResolveFailure(message: "route \(pin.name) is no longer configured"))
+        }
+        let (known, secrets) = state.withLock { ($0.versions[pin.version], $0.secrets) }
+        if let known { return .success(known) }
+        do {
+            let route = try SettingsParser.pinnedRoute(definition: pin.definition, environment: environment(), secrets: secrets)
+            state.withLock { $0.versions[pin.version] = route }
+            return .success(route)
+        } catch {
+            let problems = error.problems.map(\.description).joined(separator: "; ")
+            return .failure(ResolveFailure(message: "cannot rebuild route \(pin.name) version \(pin.version.prefix(12)): \(problems)"))
+        }
+    }
+
+    public struct ResolveFailure: Error, Sendable { public var message: String }
+}
+
+/// Claims due jobs with a fenced lease, runs their steps in order, records every attempt, retries
+/// with backoff and dead-letters. A lease is renewed while a step runs; a step whose lease cannot be
+/// renewed in time is stopped (its process group killed) before the lease can pass, so no other
+/// instance ever runs it at the same time. Leases of a process that died expire, and its jobs run
+/// again elsewhere.
 public final class Dispatcher: Service {
     public struct Options: Sendable {
         public var workers = 8
@@ -50,6 +105,8 @@ public final class Dispatcher: Service {
         public var pollInterval: Duration = .seconds(1)
         /// How long running steps may go on after a shutdown request before they are cancelled.
         public var gracePeriod: Duration = .seconds(30)
+        /// How often the pending/dead gauges are recounted (not on every wake).
+        public var gaugeInterval: Duration = .seconds(2)
         public init() {}
     }
 
@@ -60,15 +117,15 @@ public final class Dispatcher: Service {
     let metrics: PipehookMetrics
     let options: Options
     let owner: String
-    let now: @Sendable () -> Int64
     private let signals: AsyncStream<Void>
     private let signaller: AsyncStream<Void>.Continuation
     private let inFlight = Atomic<Int>(0)
     private let limiters = Mutex<[String: Limiter]>([:])
+    private let lastGauge = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(
         store: any JobStore, routes: RouteTable, runners: StepRunners, logger: Logger, metrics: PipehookMetrics = .discarding,
-        options: Options = Options(), now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        options: Options = Options()
     ) {
         self.store = store
         self.metrics = metrics
@@ -76,7 +133,6 @@ public final class Dispatcher: Service {
         self.runners = runners
         self.logger = logger
         self.options = options
-        self.now = now
         owner = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         (signals, signaller) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     }
@@ -115,15 +171,27 @@ public final class Dispatcher: Service {
         }
     }
 
-    private func claimAndStart(in group: inout DiscardingTaskGroup) async {
-        if let counts = try? await store.jobCounts() {
-            metrics.jobsWaiting(pending: counts[.pending] ?? 0, dead: counts[.dead] ?? 0)
+    private func updateGauges() async {
+        let now = ContinuousClock.now
+        let due = lastGauge.withLock { last -> Bool in
+            guard last.map({ now - $0 >= options.gaugeInterval }) ?? true else { return false }
+            last = now
+            return true
         }
+        guard due, let counts = try? await store.jobCounts() else { return }
+        metrics.jobsWaiting(pending: counts[.pending] ?? 0, dead: counts[.dead] ?? 0)
+    }
+
+    private func claimAndStart(in group: inout DiscardingTaskGroup) async {
+        await updateGauges()
         let free = options.workers - inFlight.load(ordering: .acquiring)
         guard free > 0 else { return }
         let claimed: [ClaimedJob]
+        // The lease runs from the store's clock at some moment after this one: measuring from
+        // here (on this host's monotonic clock) can only underestimate how long it lasts.
+        let sent = ContinuousClock.now
         do {
-            claimed = try await store.claimJobs(owner: owner, now: now(), leaseMilliseconds: options.leaseMilliseconds, limit: free)
+            claimed = try await store.claimJobs(owner: owner, leaseMilliseconds: options.leaseMilliseconds, limit: free)
         } catch {
             logger.error("cannot claim jobs", metadata: ["error": .string(error.message)])
             return
@@ -131,40 +199,52 @@ public final class Dispatcher: Service {
         for job in claimed {
             inFlight.add(1, ordering: .acquiringAndReleasing)
             group.addTask {
-                await self.execute(job)
+                await self.execute(job, claimedAt: sent)
                 self.inFlight.subtract(1, ordering: .acquiringAndReleasing)
                 self.signaller.yield()
             }
         }
     }
 
-    /// Runs a claimed job's remaining steps while keeping its lease alive.
-    func execute(_ claimed: ClaimedJob) async {
+    /// Runs a claimed job's remaining steps while keeping its lease alive; stops them if the lease
+    /// is lost.
+    func execute(_ claimed: ClaimedJob, claimedAt: ContinuousClock.Instant) async {
+        let keeper = LeaseKeeper(
+            store: store, lease: claimed.lease, duration: .milliseconds(options.leaseMilliseconds), since: claimedAt,
+            logger: logger
+        )
         await withTaskGroup(of: Void.self) { group in
-            let lease = options.leaseMilliseconds
-            let store = self.store, owner = self.owner, now = self.now, jobID = claimed.job.id
-            group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: .milliseconds(lease / 3))
-                    if Task.isCancelled { break }
-                    _ = try? await store.renewLease(jobID: jobID, owner: owner, until: now() + lease)
-                }
-            }
-            await runSteps(claimed)
+            group.addTask { await self.runSteps(claimed, keeper: keeper) }
+            group.addTask { await keeper.keep() }
+            // Whichever ends first: the steps (done, or stopped by shutdown) or the lease.
+            await group.next()
             group.cancelAll()
         }
     }
 
-    private func runSteps(_ claimed: ClaimedJob) async {
+    private func runSteps(_ claimed: ClaimedJob, keeper: LeaseKeeper) async {
         var job = claimed.job
+        let lease = claimed.lease
         var metadata: Logger.Metadata = [
             "job_id": .string(job.id), "route": .string(job.route),
             "event_id": .string(job.eventID), "generation_id": .string(job.generationID),
         ]
-        guard let route = routes.route(named: job.route) else {
-            await finish(job, attemptID: nil, step: job.nextStep, kind: "route",
-                         result: AttemptResult(outcome: .dead, summary: "route \(job.route) is no longer configured"),
-                         disposition: .dead(error: "route \(job.route) is no longer configured"), metadata: metadata)
+        if claimed.route.isPinned { metadata["route_version"] = .string(String(claimed.route.version.prefix(12))) }
+        let route: Route
+        switch routes.resolve(claimed.route) {
+        case .success(let resolved): route = resolved
+        case .failure(let failure):
+            await finish(job, lease: lease, attemptID: nil, step: job.nextStep, kind: "route",
+                         result: AttemptResult(outcome: .dead, summary: failure.message),
+                         disposition: .dead(error: failure.message), metadata: metadata)
+            return
+        }
+        if job.nextStep >= route.steps.count {
+            // Only an unpinned job whose route shrank under it: its remaining steps are gone.
+            let summary = "no steps left: route \(route.name) has \(route.steps.count) step(s) now"
+            await finish(job, lease: lease, attemptID: nil, step: job.nextStep, kind: "route",
+                         result: AttemptResult(outcome: .succeeded, summary: summary),
+                         disposition: .advance(artifact: nil, done: true), metadata: metadata)
             return
         }
         while job.nextStep < route.steps.count, job.state == .running {
@@ -175,19 +255,26 @@ public final class Dispatcher: Service {
             metadata["attempt"] = .stringConvertible(attempt)
             let attemptID: Int64
             do {
-                attemptID = try await store.startAttempt(jobID: job.id, step: index, stepKind: step.kind, attempt: attempt, at: now())
+                attemptID = try await store.startAttempt(lease, step: index, stepKind: step.kind, attempt: attempt)
             } catch {
                 logger.error("cannot record attempt start", metadata: metadata.merging(["error": .string(error.message)]) { a, _ in a })
                 return  // the lease expires and the job is claimed again
             }
+            if keeper.isLost { return }
             let context = StepContext(jobID: job.id, attempt: attempt, document: Self.document(claimed.event, artifact: job.artifact))
             let started = ContinuousClock.now
             let outcome = await limiter(for: route.name, step: index, capacity: step.concurrency).withPermit {
                 await self.runners.run(step, context)
             }
+            if keeper.isLost {
+                // Stopped because the lease could not be kept: another claim may take the job
+                // now, so nothing more is recorded here (the store would refuse it anyway).
+                logger.warning("step stopped: its lease could not be renewed", metadata: metadata)
+                return
+            }
             if Task.isCancelled {
                 // Shutdown cut the step short: it runs again after restart.
-                try? await store.releaseJob(jobID: job.id, owner: owner, at: now())
+                try? await store.releaseJob(lease)
                 logger.notice("step interrupted by shutdown", metadata: metadata)
                 return
             }
@@ -202,7 +289,7 @@ public final class Dispatcher: Service {
             metadata["outcome"] = .string(result.outcome.rawValue)
             metadata["summary"] = .string(outcome.summary)
             metadata["duration_ms"] = .stringConvertible(elapsed.milliseconds)
-            guard let updated = await finish(job, attemptID: attemptID, step: index, kind: step.kind, result: result, disposition: disposition, metadata: metadata) else {
+            guard let updated = await finish(job, lease: lease, attemptID: attemptID, step: index, kind: step.kind, result: result, disposition: disposition, metadata: metadata) else {
                 return
             }
             job = updated
@@ -226,23 +313,23 @@ public final class Dispatcher: Service {
             var generator = SystemRandomNumberGenerator()
             let retryAfterMs = retryAfter.map(\.milliseconds)
             let delay = RetrySchedule.delay(afterFailures: attempt, policy: step.retry, retryAfterMilliseconds: retryAfterMs, using: &generator)
-            return (result(.failed), .retry(runAt: now() + delay, error: outcome.summary))
+            return (result(.failed), .retry(delayMilliseconds: delay, error: outcome.summary))
         }
     }
 
     @discardableResult
     private func finish(
-        _ job: JobRecord, attemptID: Int64?, step: Int, kind: String, result: AttemptResult, disposition: AttemptDisposition,
-        metadata: Logger.Metadata
+        _ job: JobRecord, lease: JobLease, attemptID: Int64?, step: Int, kind: String, result: AttemptResult,
+        disposition: AttemptDisposition, metadata: Logger.Metadata
     ) async -> JobRecord? {
         do {
             let id: Int64
             if let attemptID {
                 id = attemptID
             } else {
-                id = try await store.startAttempt(jobID: job.id, step: step, stepKind: kind, attempt: job.attempts + 1, at: now())
+                id = try await store.startAttempt(lease, step: step, stepKind: kind, attempt: job.attempts + 1)
             }
-            let updated = try await store.finishAttempt(id, jobID: job.id, owner: owner, result: result, disposition: disposition, at: now())
+            let updated = try await store.finishAttempt(id, lease: lease, result: result, disposition: disposition)
             switch updated.state {
             case .succeeded:
                 metrics.jobFinished(route: job.route, result: "succeeded")
@@ -254,6 +341,9 @@ public final class Dispatcher: Service {
             case .running: logger.info("step succeeded", metadata: metadata)
             }
             return updated
+        } catch where error.kind == .fenced {
+            logger.warning("attempt not recorded: the job's lease was taken over", metadata: metadata)
+            return nil
         } catch {
             logger.error("cannot record attempt", metadata: metadata.merging(["error": .string(error.message)]) { a, _ in a })
             return nil

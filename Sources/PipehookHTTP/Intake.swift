@@ -26,16 +26,16 @@ public struct IntakeSource: Sendable {
 public struct IntakeConfiguration: Sendable {
     public var sources: [String: IntakeSource]
     public var maxBodyBytes: Int
-    /// Route names by the status that starts them.
-    public var routesByStatus: [GenerationStatus: [String]]
+    /// The routes (pinned to their current versions) by the status that starts them.
+    public var routesByStatus: [GenerationStatus: [RoutePin]]
 
-    public init(sources: [IntakeSource], maxBodyBytes: Int, routesByStatus: [GenerationStatus: [String]] = [:]) {
+    public init(sources: [IntakeSource], maxBodyBytes: Int, routesByStatus: [GenerationStatus: [RoutePin]] = [:]) {
         self.sources = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
         self.maxBodyBytes = maxBodyBytes
         self.routesByStatus = routesByStatus
     }
 
-    public func routes(for status: GenerationStatus) -> [String] { routesByStatus[status] ?? [] }
+    public func routes(for status: GenerationStatus) -> [RoutePin] { routesByStatus[status] ?? [] }
 }
 
 /// The live intake configuration; swapped whole on reload so a request sees one consistent view.

@@ -62,7 +62,7 @@ enum StatusPage {
                 switch error.kind {
                 case .notFound: throw APIError.jobNotFound
                 // The store's message names the (validated) job id and what to do instead.
-                case .invalid: throw APIError(.conflict, code: "job_not_retryable", message: error.message)
+                case .invalid, .fenced: throw APIError(.conflict, code: "job_not_retryable", message: error.message)
                 case .unavailable: throw APIError.storeUnavailable
                 }
             }

@@ -139,6 +139,21 @@ enum PostgresSchema {
             """,
             "CREATE INDEX polls_due ON polls (state, next_poll_at)",
         ]),
+        Migration(id: "v4-fenced-pinned-jobs", statements: [
+            // Fencing token: incremented by every claim; a holder's writes carry it (SPEC §3.5).
+            "ALTER TABLE jobs ADD COLUMN fence BIGINT NOT NULL DEFAULT 0",
+            // The route version the job was created with; NULL for jobs older than this.
+            "ALTER TABLE jobs ADD COLUMN route_version TEXT",
+            // Every route version a job was pinned to, as written (`${VAR}` unexpanded: no secrets).
+            """
+            CREATE TABLE route_versions (
+                version TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                definition TEXT NOT NULL,
+                created_at BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// Applies what is missing in one transaction. The advisory lock is keyed by the schema, so

@@ -6,121 +6,149 @@ import PostgresNIO
 extension PostgresStore: JobStore {
     /// Claims due jobs for this instance. `FOR UPDATE SKIP LOCKED` lets instances claiming at the
     /// same moment take disjoint jobs instead of waiting for each other; a job whose lease expired
-    /// (its instance died) is taken over, and the attempt it was making is marked interrupted in
-    /// the same transaction.
-    public func claimJobs(owner: String, now: Int64, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
+    /// (its instance died or stalled) is taken over, its fence incremented, and the attempt it was
+    /// making marked interrupted in the same transaction. Due-ness and the new lease are computed
+    /// from the server's clock, so instances whose clocks differ agree on who holds a job.
+    public func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
         try await write("claim jobs") { db, logger in
-            let jobs = try await db.query("""
-                WITH due AS (
-                    SELECT id FROM jobs
-                    WHERE (state = 'pending' AND run_at <= \(now)) OR (state = 'running' AND lease_until < \(now))
+            let rows = try await db.query("""
+                WITH now AS (SELECT \(unescaped: Self.serverNow) AS ms), due AS (
+                    SELECT id FROM jobs, now
+                    WHERE (state = 'pending' AND run_at <= now.ms) OR (state = 'running' AND lease_until < now.ms)
                     ORDER BY run_at LIMIT \(limit)
-                    FOR UPDATE SKIP LOCKED
+                    FOR UPDATE OF jobs SKIP LOCKED
                 ), interrupted AS (
-                    UPDATE attempts SET outcome = 'interrupted', ended_at = \(now),
-                           summary = 'interrupted: the process running it stopped'
+                    UPDATE attempts SET outcome = 'interrupted', ended_at = (SELECT ms FROM now),
+                           summary = \(JobRules.interruptedByLostLease)
                     WHERE job_id IN (SELECT id FROM due) AND outcome = 'running'
                 )
-                UPDATE jobs SET state = 'running', lease_owner = \(owner), lease_until = \(now + leaseMilliseconds), updated_at = \(now)
-                FROM due WHERE jobs.id = due.id
-                RETURNING \(unescaped: Self.jobColumns(table: "jobs"))
-                """, logger: logger).collect().map(Self.job).sorted { ($0.runAt, $0.id) < ($1.runAt, $1.id) }
+                UPDATE jobs SET state = 'running', lease_owner = \(owner), lease_until = now.ms + \(leaseMilliseconds),
+                       fence = jobs.fence + 1, updated_at = now.ms
+                FROM due, now WHERE jobs.id = due.id
+                RETURNING \(unescaped: Self.jobColumns(table: "jobs")),
+                    (SELECT definition FROM route_versions r WHERE r.version = jobs.route_version) AS definition
+                """, logger: logger).collect()
+            var jobs: [(JobRecord, String?)] = []
+            for row in rows {
+                let definition = try row.makeRandomAccess()["definition"].decode(String?.self)
+                jobs.append((try Self.job(row), definition))
+            }
+            jobs.sort { ($0.0.runAt, $0.0.id) < ($1.0.runAt, $1.0.id) }
             var claimed: [ClaimedJob] = []
-            for job in jobs {
+            for (job, definition) in jobs {
                 let event = try await db.query("""
                     SELECT \(unescaped: Self.eventColumns) FROM events WHERE source = \(job.source) AND event_id = \(job.eventID)
                     """, logger: logger).collect().first
                 guard let event else {
                     try await db.query("""
                         UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL,
-                               last_error = 'its event is no longer stored (pruned)', updated_at = \(now) WHERE id = \(job.id)
+                               last_error = \(JobRules.eventGone), updated_at = \(unescaped: Self.serverNow) WHERE id = \(job.id)
                         """, logger: logger)
                     continue
                 }
-                claimed.append(ClaimedJob(job: job, event: try Self.storedEvent(event)))
+                var route = RoutePin(stringLiteral: job.route)
+                if let version = job.routeVersion, let definition {
+                    route = RoutePin(name: job.route, version: version, definition: definition)
+                }
+                claimed.append(ClaimedJob(
+                    job: job, event: try Self.storedEvent(event), route: route,
+                    lease: JobLease(jobID: job.id, owner: owner, fence: job.fence)
+                ))
             }
             return claimed
         }
     }
 
-    public func renewLease(jobID: String, owner: String, until: Int64) async throws(StoreError) -> Bool {
+    /// Locks the job row if it is still running under this exact claim; false when the lease is
+    /// stale. Taken first in every holder's write: the order `claimJobs` locks in (job, then
+    /// attempts), so a late holder and a takeover cannot deadlock.
+    private static func lockHeld(_ lease: JobLease, _ db: PostgresConnection, _ logger: Logger) async throws -> Bool {
+        try await !db.query("""
+            SELECT 1 FROM jobs WHERE id = \(lease.jobID) AND fence = \(lease.fence) AND lease_owner = \(lease.owner)
+                AND state = 'running' FOR UPDATE
+            """, logger: logger).collect().isEmpty
+    }
+
+    public func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool {
         try await write("renew lease") { db, logger in
             try await !db.query("""
-                UPDATE jobs SET lease_until = \(until) WHERE id = \(jobID) AND lease_owner = \(owner) AND state = 'running' RETURNING 1
+                UPDATE jobs SET lease_until = \(unescaped: Self.serverNow) + \(leaseMilliseconds)
+                WHERE id = \(lease.jobID) AND fence = \(lease.fence) AND lease_owner = \(lease.owner) AND state = 'running'
+                RETURNING 1
                 """, logger: logger).collect().isEmpty
         }
     }
 
-    public func startAttempt(jobID: String, step: Int, stepKind: String, attempt: Int, at: Int64) async throws(StoreError) -> Int64 {
+    public func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64 {
         try await write("start attempt") { db, logger in
+            guard try await Self.lockHeld(lease, db, logger) else { throw JobRules.fenced(lease) }
             let rows = try await db.query("""
                 INSERT INTO attempts (job_id, step, step_kind, attempt, started_at, outcome)
-                VALUES (\(jobID), \(step), \(stepKind), \(attempt), \(at), 'running') RETURNING id
+                VALUES (\(lease.jobID), \(step), \(stepKind), \(attempt), \(unescaped: Self.serverNow), 'running') RETURNING id
                 """, logger: logger).collect()
             return try rows[0].decode(Int64.self)
         }
     }
 
     public func finishAttempt(
-        _ attemptID: Int64, jobID: String, owner: String, result: AttemptResult, disposition: AttemptDisposition, at: Int64
+        _ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition
     ) async throws(StoreError) -> JobRecord {
         try await write("finish attempt") { db, logger in
-            // The job row first, then the attempt: the order `claimJobs` locks them in, so an
-            // instance finishing late and one taking the job over cannot deadlock.
+            // Nothing is recorded by a stale holder: another instance owns the job now.
+            guard try await Self.lockHeld(lease, db, logger) else { throw JobRules.fenced(lease) }
+            let now = Self.serverNow
             let rows: [PostgresRow]
             switch disposition {
             case .advance(let artifact, let done):
                 rows = try await db.query("""
-                    UPDATE jobs SET next_step = next_step + 1, attempts = 0, last_error = NULL, updated_at = \(at),
+                    UPDATE jobs SET next_step = next_step + 1, attempts = 0, last_error = NULL, updated_at = \(unescaped: now),
                         state = CASE WHEN \(done) THEN 'succeeded' ELSE state END,
                         lease_owner = CASE WHEN \(done) THEN NULL ELSE lease_owner END,
                         lease_until = CASE WHEN \(done) THEN NULL ELSE lease_until END,
                         artifact_file = coalesce(\(artifact?.file)::text, artifact_file),
                         artifact_sha256 = coalesce(\(artifact?.sha256)::text, artifact_sha256),
                         artifact_bytes = coalesce(\(artifact?.bytes)::bigint, artifact_bytes)
-                    WHERE id = \(jobID) AND lease_owner = \(owner)
+                    WHERE id = \(lease.jobID)
                     RETURNING \(unescaped: Self.jobColumns())
                     """, logger: logger).collect()
-            case .retry(let runAt, let error):
+            case .retry(let delay, let error):
                 rows = try await db.query("""
-                    UPDATE jobs SET state = 'pending', attempts = attempts + 1, run_at = \(runAt), last_error = \(error),
-                        lease_owner = NULL, lease_until = NULL, updated_at = \(at)
-                    WHERE id = \(jobID) AND lease_owner = \(owner)
+                    UPDATE jobs SET state = 'pending', attempts = attempts + 1, run_at = \(unescaped: now) + \(max(0, delay)),
+                        last_error = \(error), lease_owner = NULL, lease_until = NULL, updated_at = \(unescaped: now)
+                    WHERE id = \(lease.jobID)
                     RETURNING \(unescaped: Self.jobColumns())
                     """, logger: logger).collect()
             case .dead(let error):
                 rows = try await db.query("""
                     UPDATE jobs SET state = 'dead', attempts = attempts + 1, last_error = \(error),
-                        lease_owner = NULL, lease_until = NULL, updated_at = \(at)
-                    WHERE id = \(jobID) AND lease_owner = \(owner)
+                        lease_owner = NULL, lease_until = NULL, updated_at = \(unescaped: now)
+                    WHERE id = \(lease.jobID)
                     RETURNING \(unescaped: Self.jobColumns())
                     """, logger: logger).collect()
             }
-            // Nothing is recorded then: another instance owns the job now.
-            guard rows.count == 1 else { throw StoreError(.invalid, "job \(jobID) is no longer leased by this process") }
             try await db.query("""
-                UPDATE attempts SET ended_at = \(at), outcome = \(result.outcome.rawValue), summary = \(result.summary),
+                UPDATE attempts SET ended_at = \(unescaped: now), outcome = \(result.outcome.rawValue), summary = \(result.summary),
                        exit_code = \(result.exitCode.map(Int64.init)), http_status = \(result.httpStatus.map(Int64.init)),
                        output = \(ByteBuffer(bytes: result.output))
-                WHERE id = \(attemptID)
+                WHERE id = \(attemptID) AND job_id = \(lease.jobID)
                 """, logger: logger)
             return try Self.job(rows[0])
         }
     }
 
-    public func releaseJob(jobID: String, owner: String, at: Int64) async throws(StoreError) {
+    public func releaseJob(_ lease: JobLease) async throws(StoreError) {
         try await write("release job") { db, logger in
-            // Only this owner's job: a lease another instance took over is not ours to touch.
-            let released = try await db.query("""
-                UPDATE jobs SET state = 'pending', run_at = \(at), lease_owner = NULL, lease_until = NULL, updated_at = \(at)
-                WHERE id = \(jobID) AND lease_owner = \(owner) AND state = 'running' RETURNING 1
-                """, logger: logger).collect()
-            if !released.isEmpty {
-                try await db.query("""
-                    UPDATE attempts SET outcome = 'interrupted', ended_at = \(at), summary = 'interrupted: pipehook was stopping'
-                    WHERE job_id = \(jobID) AND outcome = 'running'
-                    """, logger: logger)
-            }
+            // Only this claim's job: a lease another instance took over is not ours to touch.
+            guard try await Self.lockHeld(lease, db, logger) else { return }
+            try await db.query("""
+                UPDATE jobs SET state = 'pending', run_at = \(unescaped: Self.serverNow), lease_owner = NULL, lease_until = NULL,
+                       updated_at = \(unescaped: Self.serverNow)
+                WHERE id = \(lease.jobID)
+                """, logger: logger)
+            try await db.query("""
+                UPDATE attempts SET outcome = 'interrupted', ended_at = \(unescaped: Self.serverNow), summary = \(JobRules.interruptedByShutdown)
+                WHERE job_id = \(lease.jobID) AND outcome = 'running'
+                """, logger: logger)
         }
     }
 
@@ -171,14 +199,9 @@ extension PostgresStore: JobStore {
             ).collect().first else {
                 throw StoreError(.notFound, "no job \(jobID)")
             }
-            let job = try Self.job(row)
-            switch job.state {
-            case .running: throw StoreError(.invalid, "job \(jobID) is running right now")
-            case .succeeded: throw StoreError(.invalid, "job \(jobID) already succeeded; use `pipehook replay \(job.eventID)` to run its routes again")
-            case .pending, .dead: break
-            }
+            try JobRules.checkRetryable(try Self.job(row))
             let rows = try await db.query("""
-                UPDATE jobs SET state = 'pending', run_at = \(at), attempts = 0, updated_at = \(at) WHERE id = \(jobID)
+                UPDATE jobs SET state = 'pending', run_at = \(unescaped: Self.serverNow), attempts = 0, updated_at = \(at) WHERE id = \(jobID)
                 RETURNING \(unescaped: Self.jobColumns())
                 """, logger: logger).collect()
             return try Self.job(rows[0])
@@ -189,7 +212,8 @@ extension PostgresStore: JobStore {
         try await write("retry dead jobs") { db, logger in
             try await db.query("""
                 WITH retried AS (
-                    UPDATE jobs SET state = 'pending', run_at = \(at), attempts = 0, updated_at = \(at) WHERE state = 'dead' RETURNING 1
+                    UPDATE jobs SET state = 'pending', run_at = \(unescaped: Self.serverNow), attempts = 0, updated_at = \(at)
+                    WHERE state = 'dead' RETURNING 1
                 ) SELECT count(*) FROM retried
                 """, logger: logger).collect().first?.decode(Int.self) ?? 0
         }
@@ -213,33 +237,38 @@ extension PostgresStore: JobStore {
         }
     }
 
-    public func nextJobDue() async throws(StoreError) -> Int64? {
+    public func millisecondsUntilNextJob() async throws(StoreError) -> Int64? {
         try await read("next job due") { db, logger in
             let rows = try await db.query("""
-                SELECT (SELECT min(run_at) FROM jobs WHERE state = 'pending'), (SELECT min(lease_until) FROM jobs WHERE state = 'running')
+                SELECT (SELECT min(run_at) FROM jobs WHERE state = 'pending'), (SELECT min(lease_until) FROM jobs WHERE state = 'running'),
+                       \(unescaped: Self.serverNow)
                 """, logger: logger).collect()
-            let (pending, leases) = try rows[0].decode((Int64?, Int64?).self)
-            return [pending, leases].compactMap { $0 }.min()
+            let (pending, leases, now) = try rows[0].decode((Int64?, Int64?, Int64).self)
+            return [pending, leases].compactMap { $0 }.min().map { max(0, $0 - now) }
         }
     }
+
+    /// The server's clock in Unix milliseconds: the one clock every instance agrees on.
+    static let serverNow = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
     // MARK: rows
 
     static func jobColumns(table: String? = nil) -> String {
         let prefix = table.map { "\($0)." } ?? ""
         return [
-            "id", "source", "generation_id", "route", "event_id", "state", "next_step", "attempts", "run_at", "lease_owner",
+            "id", "source", "generation_id", "route", "route_version", "fence", "event_id", "state", "next_step", "attempts", "run_at", "lease_owner",
             "lease_until", "artifact_file", "artifact_sha256", "artifact_bytes", "last_error", "created_at", "updated_at",
         ].map { prefix + $0 }.joined(separator: ", ")
     }
 
     static func job(_ row: PostgresRow) throws -> JobRecord {
-        let (id, source, generationID, route, eventID, state, nextStep, attempts, runAt, leaseOwner,
+        let (id, source, generationID, route, routeVersion, fence, eventID, state, nextStep, attempts, runAt, leaseOwner,
              leaseUntil, file, sha256, bytes, lastError, createdAt, updatedAt) =
-            try row.decode((String, String, String, String, String, String, Int, Int, Int64, String?,
+            try row.decode((String, String, String, String, String?, Int64, String, String, Int, Int, Int64, String?,
                             Int64?, String?, String?, Int64?, String?, Int64, Int64).self)
         return JobRecord(
-            id: id, source: source, generationID: generationID, route: route, eventID: eventID,
+            id: id, source: source, generationID: generationID, route: route, routeVersion: routeVersion, fence: fence,
+            eventID: eventID,
             state: JobState(rawValue: state) ?? .dead, nextStep: nextStep, attempts: attempts, runAt: runAt,
             leaseOwner: leaseOwner, leaseUntil: leaseUntil,
             artifact: file.map { JobArtifact(file: $0, sha256: sha256 ?? "", bytes: bytes ?? 0) },

@@ -18,9 +18,10 @@ import Synchronization
 /// - Jobs are claimed with `FOR UPDATE SKIP LOCKED` and leased; a lease that expires (its
 ///   instance died) is reclaimed by `claimJobs`, never requeued wholesale at start.
 ///
-/// Each method is one transaction. Durability is PostgreSQL's: `synchronous_commit` is left on,
-/// and the server groups concurrent commits into shared WAL flushes by itself, so there is no
-/// `GroupCommit` here.
+/// Each method is one transaction. A 200 must mean durable, so every connection starts with
+/// `synchronous_commit=on` as a startup parameter: it overrides an `ALTER ROLE/DATABASE … SET
+/// synchronous_commit = off` (which would acknowledge commits before their WAL is flushed) at no
+/// cost per transaction. The server groups concurrent commits into shared WAL flushes by itself.
 public final class PostgresStore: Sendable {
     public let client: PostgresClient
     let logger: Logger
@@ -33,7 +34,9 @@ public final class PostgresStore: Sendable {
 
     /// Creates the store and its client without running the client; see `open` for a ready store.
     public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), answerTimeout: Duration = .seconds(60), logger: Logger) {
-        self.client = PostgresClient(configuration: location.client, backgroundLogger: logger)
+        var configuration = location.client
+        configuration.options.additionalStartupParameters.append(("synchronous_commit", "on"))
+        self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         self.leaseTimeout = leaseTimeout
         self.answerTimeout = answerTimeout
@@ -308,19 +311,39 @@ extension PostgresStore: WebhookStore {
                         WHERE generation_id = \(event.generationID) AND source = \(delivery.source) AND state = 'active'
                         """, logger: logger)
                 }
-                // Transactional outbox: the jobs commit with the transition or not at all. The
-                // unique index `jobs_once` makes a second job for the route a no-op, not an error.
+                // Transactional outbox: the jobs commit with the transition or not at all, pinned
+                // to their route versions. The unique index `jobs_once` makes a second job for
+                // the route a no-op, not an error.
                 for route in delivery.routes {
-                    try await db.query("""
-                        INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at)
-                        VALUES (\(JobID.make()), \(delivery.source), \(event.generationID), \(route), \(delivery.deliveryID),
-                                'pending', \(delivery.receivedAt), \(delivery.receivedAt), \(delivery.receivedAt))
-                        ON CONFLICT DO NOTHING
-                        """, logger: logger)
+                    try await insertJob(route: route, source: delivery.source, generationID: event.generationID,
+                                        eventID: delivery.deliveryID, at: delivery.receivedAt, replay: false, db, logger)
                 }
             }
             return .accepted(generationID: event.generationID, status: event.status, transition: transition, previous: current)
         }
+    }
+
+    /// One new pending job, due now by the server's clock (never by this host's: a clock ahead
+    /// would delay it), pinned to `route`'s version, which is recorded once.
+    @discardableResult
+    static func insertJob(
+        route: RoutePin, source: String, generationID: String, eventID: String, at: Int64, replay: Bool,
+        _ db: PostgresConnection, _ logger: Logger
+    ) async throws -> [PostgresRow] {
+        if route.isPinned {
+            try await db.query("""
+                INSERT INTO route_versions (version, name, definition, created_at)
+                VALUES (\(route.version), \(route.name), \(route.definition), \(at)) ON CONFLICT DO NOTHING
+                """, logger: logger)
+        }
+        let version: String? = route.isPinned ? route.version : nil
+        return try await db.query("""
+            INSERT INTO jobs (id, source, generation_id, route, route_version, event_id, state, run_at, created_at, updated_at, replay)
+            VALUES (\(JobID.make()), \(source), \(generationID), \(route.name), \(version), \(eventID), 'pending',
+                    \(unescaped: serverNow), \(at), \(at), \(replay))
+            ON CONFLICT DO NOTHING
+            RETURNING \(unescaped: jobColumns())
+            """, logger: logger).collect()
     }
 
     /// The per-generation transaction lock that `ingest`, `track` and `recordPoll` share.
@@ -484,7 +507,7 @@ extension PostgresStore: WebhookStore {
         }
     }
 
-    public func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [String], at: Int64) async throws(StoreError) -> [JobRecord] {
+    public func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [RoutePin], at: Int64) async throws(StoreError) -> [JobRecord] {
         let events: [StoredEvent] = try await read("read event") { db, logger in
             let rows: [PostgresRow]
             if let source {
@@ -507,12 +530,8 @@ extension PostgresStore: WebhookStore {
         return try await write("replay") { db, logger in
             var jobs: [JobRecord] = []
             for route in names {
-                let rows = try await db.query("""
-                    INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at, replay)
-                    VALUES (\(JobID.make()), \(event.source), \(event.generationID), \(route), \(event.eventID), 'pending',
-                            \(at), \(at), \(at), true)
-                    RETURNING \(unescaped: Self.jobColumns())
-                    """, logger: logger).collect()
+                let rows = try await Self.insertJob(route: route, source: event.source, generationID: event.generationID,
+                                                    eventID: event.eventID, at: at, replay: true, db, logger)
                 jobs.append(contentsOf: try rows.map(Self.job))
             }
             return jobs

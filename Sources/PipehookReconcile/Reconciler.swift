@@ -18,9 +18,9 @@ public final class Reconciler: Service {
         public var sources: Set<String>
         public var pollAfterMilliseconds: Int64
         /// Route names by the status that starts them.
-        public var routes: @Sendable (GenerationStatus) -> [String]
+        public var routes: @Sendable (GenerationStatus) -> [RoutePin]
 
-        public init(sources: Set<String>, pollAfterMilliseconds: Int64, routes: @escaping @Sendable (GenerationStatus) -> [String]) {
+        public init(sources: Set<String>, pollAfterMilliseconds: Int64, routes: @escaping @Sendable (GenerationStatus) -> [RoutePin]) {
             self.sources = sources
             self.pollAfterMilliseconds = pollAfterMilliseconds
             self.routes = routes

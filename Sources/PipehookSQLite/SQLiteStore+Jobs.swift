@@ -4,8 +4,10 @@ import PipehookLifecycle
 import PipehookStore
 
 extension SQLiteStore: JobStore {
-    public func claimJobs(owner: String, now: Int64, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
-        try await write("claim jobs") { db in
+    public func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
+        let clock = self.clock
+        return try await write("claim jobs") { db in
+            let now = clock()
             let ids = try String.fetchAll(db, sql: """
                 SELECT id FROM jobs
                 WHERE (state = 'pending' AND run_at <= ?) OR (state = 'running' AND lease_until < ?)
@@ -13,13 +15,13 @@ extension SQLiteStore: JobStore {
                 """, arguments: [now, now, limit])
             var claimed: [ClaimedJob] = []
             for id in ids {
-                // A step that was running when its process died shows as interrupted.
+                // A step that was running when its holder died or lost its lease shows as interrupted.
                 try db.execute(sql: """
-                    UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = 'interrupted: the process running it stopped'
+                    UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = ?
                     WHERE job_id = ? AND outcome = 'running'
-                    """, arguments: [now, id])
+                    """, arguments: [now, JobRules.interruptedByLostLease, id])
                 try db.execute(sql: """
-                    UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, updated_at = ? WHERE id = ?
+                    UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, fence = fence + 1, updated_at = ? WHERE id = ?
                     """, arguments: [owner, now + leaseMilliseconds, now, id])
                 guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]) else { continue }
                 let job = try Self.job(row)
@@ -27,43 +29,64 @@ extension SQLiteStore: JobStore {
                     db, sql: "SELECT * FROM events WHERE source = ? AND event_id = ?", arguments: [job.source, job.eventID]
                 ) else {
                     try db.execute(sql: """
-                        UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL,
-                               last_error = 'its event is no longer stored (pruned)', updated_at = ? WHERE id = ?
-                        """, arguments: [now, id])
+                        UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?
+                        """, arguments: [JobRules.eventGone, now, id])
                     continue
                 }
-                claimed.append(ClaimedJob(job: job, event: try Self.storedEvent(eventRow)))
+                var route = RoutePin(stringLiteral: job.route)
+                if let version = job.routeVersion,
+                   let definition = try String.fetchOne(db, sql: "SELECT definition FROM route_versions WHERE version = ?", arguments: [version]) {
+                    route = RoutePin(name: job.route, version: version, definition: definition)
+                }
+                claimed.append(ClaimedJob(
+                    job: job, event: try Self.storedEvent(eventRow), route: route,
+                    lease: JobLease(jobID: job.id, owner: owner, fence: job.fence)
+                ))
             }
             return claimed
         }
     }
 
-    public func renewLease(jobID: String, owner: String, until: Int64) async throws(StoreError) -> Bool {
-        try await write("renew lease") { db in
+    /// True when the job is still running under this exact claim.
+    private static func holds(_ lease: JobLease, _ db: Database) throws -> Bool {
+        try Bool.fetchOne(db, sql: """
+            SELECT 1 FROM jobs WHERE id = ? AND fence = ? AND lease_owner = ? AND state = 'running'
+            """, arguments: [lease.jobID, lease.fence, lease.owner]) ?? false
+    }
+
+    public func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool {
+        let clock = self.clock
+        return try await write("renew lease") { db in
             try db.execute(sql: """
-                UPDATE jobs SET lease_until = ? WHERE id = ? AND lease_owner = ? AND state = 'running'
-                """, arguments: [until, jobID, owner])
+                UPDATE jobs SET lease_until = ? WHERE id = ? AND fence = ? AND lease_owner = ? AND state = 'running'
+                """, arguments: [clock() + leaseMilliseconds, lease.jobID, lease.fence, lease.owner])
             return db.changesCount == 1
         }
     }
 
-    public func startAttempt(jobID: String, step: Int, stepKind: String, attempt: Int, at: Int64) async throws(StoreError) -> Int64 {
-        try await write("start attempt") { db in
+    public func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64 {
+        let clock = self.clock
+        return try await write("start attempt") { db in
+            guard try Self.holds(lease, db) else { throw JobRules.fenced(lease) }
             try db.execute(sql: """
                 INSERT INTO attempts (job_id, step, step_kind, attempt, started_at, outcome) VALUES (?, ?, ?, ?, ?, 'running')
-                """, arguments: [jobID, step, stepKind, attempt, at])
+                """, arguments: [lease.jobID, step, stepKind, attempt, clock()])
             return db.lastInsertedRowID
         }
     }
 
     public func finishAttempt(
-        _ attemptID: Int64, jobID: String, owner: String, result: AttemptResult, disposition: AttemptDisposition, at: Int64
+        _ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition
     ) async throws(StoreError) -> JobRecord {
-        try await write("finish attempt") { db in
+        let clock = self.clock
+        return try await write("finish attempt") { db in
+            // Checked first: a stale holder records neither the attempt nor the job's move.
+            guard try Self.holds(lease, db) else { throw JobRules.fenced(lease) }
+            let at = clock()
             try db.execute(sql: """
                 UPDATE attempts SET ended_at = ?, outcome = ?, summary = ?, exit_code = ?, http_status = ?, output = ?
-                WHERE id = ?
-                """, arguments: [at, result.outcome.rawValue, result.summary, result.exitCode, result.httpStatus, Data(result.output), attemptID])
+                WHERE id = ? AND job_id = ?
+                """, arguments: [at, result.outcome.rawValue, result.summary, result.exitCode, result.httpStatus, Data(result.output), attemptID, lease.jobID])
             switch disposition {
             case .advance(let artifact, let done):
                 try db.execute(sql: """
@@ -73,38 +96,37 @@ extension SQLiteStore: JobStore {
                         lease_until = CASE WHEN ? THEN NULL ELSE lease_until END,
                         artifact_file = coalesce(?, artifact_file), artifact_sha256 = coalesce(?, artifact_sha256),
                         artifact_bytes = coalesce(?, artifact_bytes)
-                    WHERE id = ? AND lease_owner = ?
-                    """, arguments: [at, done, done, done, artifact?.file, artifact?.sha256, artifact?.bytes, jobID, owner])
-            case .retry(let runAt, let error):
+                    WHERE id = ?
+                    """, arguments: [at, done, done, done, artifact?.file, artifact?.sha256, artifact?.bytes, lease.jobID])
+            case .retry(let delay, let error):
                 try db.execute(sql: """
                     UPDATE jobs SET state = 'pending', attempts = attempts + 1, run_at = ?, last_error = ?,
                         lease_owner = NULL, lease_until = NULL, updated_at = ?
-                    WHERE id = ? AND lease_owner = ?
-                    """, arguments: [runAt, error, at, jobID, owner])
+                    WHERE id = ?
+                    """, arguments: [at + max(0, delay), error, at, lease.jobID])
             case .dead(let error):
                 try db.execute(sql: """
                     UPDATE jobs SET state = 'dead', attempts = attempts + 1, last_error = ?,
                         lease_owner = NULL, lease_until = NULL, updated_at = ?
-                    WHERE id = ? AND lease_owner = ?
-                    """, arguments: [error, at, jobID, owner])
+                    WHERE id = ?
+                    """, arguments: [error, at, lease.jobID])
             }
-            guard db.changesCount == 1 else {
-                throw StoreError(.invalid, "job \(jobID) is no longer leased by this process")
-            }
-            return try Self.job(try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [jobID])!)
+            return try Self.job(try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [lease.jobID])!)
         }
     }
 
-    public func releaseJob(jobID: String, owner: String, at: Int64) async throws(StoreError) {
+    public func releaseJob(_ lease: JobLease) async throws(StoreError) {
+        let clock = self.clock
         try await write("release job") { db in
+            guard try Self.holds(lease, db) else { return }
+            let at = clock()
             try db.execute(sql: """
-                UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = 'interrupted: pipehook was stopping'
+                UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = ?
                 WHERE job_id = ? AND outcome = 'running'
-                """, arguments: [at, jobID])
+                """, arguments: [at, JobRules.interruptedByShutdown, lease.jobID])
             try db.execute(sql: """
-                UPDATE jobs SET state = 'pending', run_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-                WHERE id = ? AND lease_owner = ? AND state = 'running'
-                """, arguments: [at, at, jobID, owner])
+                UPDATE jobs SET state = 'pending', run_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?
+                """, arguments: [at, at, lease.jobID])
         }
     }
 
@@ -138,27 +160,25 @@ extension SQLiteStore: JobStore {
         }
     }
 
+    /// Due at once by the store's clock (`at` is only when it was asked, for `updated_at`).
     public func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord {
-        try await write("retry job") { db in
+        let clock = self.clock
+        return try await write("retry job") { db in
             guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [jobID]) else {
                 throw StoreError(.notFound, "no job \(jobID)")
             }
-            let job = try Self.job(row)
-            switch job.state {
-            case .running: throw StoreError(.invalid, "job \(jobID) is running right now")
-            case .succeeded: throw StoreError(.invalid, "job \(jobID) already succeeded; use `pipehook replay \(job.eventID)` to run its routes again")
-            case .pending, .dead: break
-            }
+            try JobRules.checkRetryable(try Self.job(row))
             try db.execute(sql: """
                 UPDATE jobs SET state = 'pending', run_at = ?, attempts = 0, updated_at = ? WHERE id = ?
-                """, arguments: [at, at, jobID])
+                """, arguments: [clock(), at, jobID])
             return try Self.job(try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [jobID])!)
         }
     }
 
     public func retryDead(at: Int64) async throws(StoreError) -> Int {
-        try await write("retry dead jobs") { db in
-            try db.execute(sql: "UPDATE jobs SET state = 'pending', run_at = ?, attempts = 0, updated_at = ? WHERE state = 'dead'", arguments: [at, at])
+        let clock = self.clock
+        return try await write("retry dead jobs") { db in
+            try db.execute(sql: "UPDATE jobs SET state = 'pending', run_at = ?, attempts = 0, updated_at = ? WHERE state = 'dead'", arguments: [clock(), at])
             return db.changesCount
         }
     }
@@ -166,9 +186,9 @@ extension SQLiteStore: JobStore {
     public func requeueRunning(at: Int64) async throws(StoreError) -> Int {
         try await write("requeue running jobs") { db in
             try db.execute(sql: """
-                UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = 'interrupted: the process running it stopped'
+                UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = ?
                 WHERE outcome = 'running'
-                """, arguments: [at])
+                """, arguments: [at, JobRules.interruptedByRestart])
             try db.execute(sql: """
                 UPDATE jobs SET state = 'pending', run_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
                 WHERE state = 'running'
@@ -187,11 +207,12 @@ extension SQLiteStore: JobStore {
         }
     }
 
-    public func nextJobDue() async throws(StoreError) -> Int64? {
-        try await read { db in
+    public func millisecondsUntilNextJob() async throws(StoreError) -> Int64? {
+        let clock = self.clock
+        return try await read { db in
             let pending = try Int64.fetchOne(db, sql: "SELECT min(run_at) FROM jobs WHERE state = 'pending'")
             let leases = try Int64.fetchOne(db, sql: "SELECT min(lease_until) FROM jobs WHERE state = 'running'")
-            return [pending, leases].compactMap { $0 }.min()
+            return [pending, leases].compactMap { $0 }.min().map { max(0, $0 - clock()) }
         }
     }
 
@@ -202,7 +223,7 @@ extension SQLiteStore: JobStore {
         let file: String? = row["artifact_file"]
         return JobRecord(
             id: row["id"], source: row["source"], generationID: row["generation_id"], route: row["route"],
-            eventID: row["event_id"], state: JobState(rawValue: state) ?? .dead, nextStep: row["next_step"],
+            routeVersion: row["route_version"], fence: row["fence"], eventID: row["event_id"], state: JobState(rawValue: state) ?? .dead, nextStep: row["next_step"],
             attempts: row["attempts"], runAt: row["run_at"], leaseOwner: row["lease_owner"], leaseUntil: row["lease_until"],
             artifact: file.map { JobArtifact(file: $0, sha256: row["artifact_sha256"] ?? "", bytes: row["artifact_bytes"] ?? 0) },
             lastError: row["last_error"], createdAt: row["created_at"], updatedAt: row["updated_at"]

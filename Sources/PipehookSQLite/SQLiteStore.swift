@@ -26,6 +26,9 @@ public final class SQLiteStore: WebhookStore {
         public var busyTimeout: TimeInterval = 5
         public var readOnly = false
         public var maxBatch = 512
+        /// The store's clock (Unix ms): leases are set and expire by it. One host reads the file, so
+        /// its clock is the store's; tests inject their own.
+        public var clock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
         /// Leave checkpoints to `runCheckpoints` (the daemon); short-lived users keep SQLite's own.
         public var checkpointInBackground = false
         public init() {}
@@ -34,10 +37,12 @@ public final class SQLiteStore: WebhookStore {
     /// Opens (creating if needed) the database and applies migrations.
     private let path: String
     private let options: Options
+    let clock: @Sendable () -> Int64
 
     public init(path: String, options: Options = Options()) throws(StoreError) {
         self.path = path
         self.options = options
+        self.clock = options.clock
         var configuration = Configuration()
         configuration.busyMode = .timeout(options.busyTimeout)
         configuration.readonly = options.readOnly
@@ -165,15 +170,11 @@ public final class SQLiteStore: WebhookStore {
                         UPDATE polls SET state = 'done', updated_at = ? WHERE generation_id = ? AND source = ? AND state = 'active'
                         """).execute(arguments: [delivery.receivedAt, event.generationID, delivery.source])
                 }
-                // Transactional outbox: the jobs commit with the transition or not at all.
+                // Transactional outbox: the jobs commit with the transition or not at all, each
+                // pinned to the route version it was created for.
                 for route in delivery.routes {
-                    try db.cachedStatement(sql: """
-                        INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at)
-                        VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?) ON CONFLICT DO NOTHING
-                        """).execute(arguments: [
-                            JobID.make(), delivery.source, event.generationID, route, delivery.deliveryID,
-                            delivery.receivedAt, delivery.receivedAt, delivery.receivedAt,
-                        ])
+                    try insertJob(route: route, source: delivery.source, generationID: event.generationID,
+                                  eventID: delivery.deliveryID, at: delivery.receivedAt, replay: false, db)
                 }
             }
             return .accepted(generationID: event.generationID, status: event.status, transition: transition, previous: current)
@@ -314,7 +315,7 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
-    public func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [String], at: Int64) async throws(StoreError) -> [JobRecord] {
+    public func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [RoutePin], at: Int64) async throws(StoreError) -> [JobRecord] {
         let events: [StoredEvent] = try await read { db in
             let rows = try source.map {
                 try Row.fetchAll(db, sql: "SELECT * FROM events WHERE event_id = ? AND source = ?", arguments: [eventID, $0])
@@ -329,14 +330,32 @@ public final class SQLiteStore: WebhookStore {
         guard !names.isEmpty else { throw StoreError(.invalid, "no configured route starts on status \(event.status.rawValue)") }
         return try await write("replay") { db in
             try names.map { route in
-                let id = JobID.make()
-                try db.execute(sql: """
-                    INSERT INTO jobs (id, source, generation_id, route, event_id, state, run_at, created_at, updated_at, replay)
-                    VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, 1)
-                    """, arguments: [id, event.source, event.generationID, route, event.eventID, at, at, at])
+                let id = try Self.insertJob(route: route, source: event.source, generationID: event.generationID,
+                                            eventID: event.eventID, at: at, replay: true, db)
                 return try Self.job(try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id])!)
             }
         }
+    }
+
+    /// One new pending job, due at `at`, pinned to `route`'s version (recorded once per version).
+    /// Outbox jobs are one per (generation, route): a second insert is a no-op.
+    @discardableResult
+    private static func insertJob(
+        route: RoutePin, source: String, generationID: String, eventID: String, at: Int64, replay: Bool, _ db: Database
+    ) throws -> String {
+        if route.isPinned {
+            try db.cachedStatement(sql: """
+                INSERT INTO route_versions (version, name, definition, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """).execute(arguments: [route.version, route.name, route.definition, at])
+        }
+        let id = JobID.make()
+        try db.cachedStatement(sql: """
+            INSERT INTO jobs (id, source, generation_id, route, route_version, event_id, state, run_at, created_at, updated_at, replay)
+            VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING
+            """).execute(arguments: [
+                id, source, generationID, route.name, route.isPinned ? route.version : nil, eventID, at, at, at, replay,
+            ])
+        return id
     }
 
     // MARK: helpers

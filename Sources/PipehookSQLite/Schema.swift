@@ -131,6 +131,23 @@ enum Schema {
                 CREATE INDEX polls_due ON polls (state, next_poll_at);
                 """)
         }
+        migrator.registerMigration("v4-fenced-pinned-jobs") { db in
+            try db.execute(sql: """
+                -- Fencing token: incremented by every claim; a holder's writes carry it (SPEC §3.5).
+                ALTER TABLE jobs ADD COLUMN fence INTEGER NOT NULL DEFAULT 0;
+                -- The route version the job was created with; NULL for jobs older than this.
+                ALTER TABLE jobs ADD COLUMN route_version TEXT;
+
+                -- Every route version a job was pinned to: its configuration as written (no secret
+                -- values: `${VAR}` is kept unexpanded), so a reload or restart never strands a job.
+                CREATE TABLE route_versions (
+                    version TEXT PRIMARY KEY,
+                    name TEXT NOT NULL,
+                    definition TEXT NOT NULL,
+                    created_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                """)
+        }
         return migrator
     }
 }

@@ -21,6 +21,8 @@ public struct Settings: Sendable {
     public var sources: [Source]
     public var api: API?
     public var retry: RetryPolicy
+    /// How long a job's lease lasts; renewed while a step runs (SPEC §3.5).
+    public var leaseMilliseconds: Int64 = 60_000
     public var routes: [Route]
 
     public func source(named name: String) -> Source? {
@@ -101,6 +103,22 @@ public struct Route: Sendable {
     public var name: String
     public var on: Set<GenerationStatus>
     public var steps: [Step]
+    /// The route as written, canonical JSON with `${VAR}` unexpanded (so it holds no secret value)
+    /// and the effective global retry policy: what a job is pinned to, and what rebuilds its steps
+    /// after a reload or restart (`SettingsParser.pinnedRoute`).
+    public var definition: String
+    /// SHA-256 of `definition`, hex: two routes with the same text are the same version.
+    public var version: String
+    /// Secrets written literally in the route (a post step's `secret`), by the fingerprint that
+    /// stands for them in `definition`: a pinned route is rebuilt with them while they are still
+    /// configured. Never in a description.
+    public var literalSecrets: [String: String] = [:]
+}
+
+extension Route: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
+    public var description: String { "Route(\(name), on: \(on.map(\.rawValue).sorted()), \(steps.count) step(s), version \(version.prefix(12)))" }
+    public var debugDescription: String { description }
+    public var customMirror: Mirror { Mirror(self, children: ["name": name, "on": on, "steps": steps, "version": version]) }
 }
 
 public struct Step: Sendable {

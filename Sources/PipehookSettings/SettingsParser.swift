@@ -39,9 +39,44 @@ public enum SettingsParser {
         throw ConfigError(reader.problems.isEmpty ? [ConfigProblem(path: "", message: "invalid configuration")] : reader.problems)
     }
 
+    /// Rebuilds the route a job was pinned to from its stored `definition`, with `${VAR}` taken
+    /// from `environment` now (so a rotated secret applies to jobs already queued).
+    /// A literal post secret is stored only as its fingerprint; `secrets` (fingerprint → text, from
+    /// the routes configured now or seen since start) gives it back.
+    public static func pinnedRoute(
+        definition: String, environment: [String: String], secrets: [String: String] = [:]
+    ) throws(ConfigError) -> Route {
+        let root: Node?
+        do { root = try Yams.compose(yaml: definition) } catch {
+            throw ConfigError([ConfigProblem(path: "", message: "the stored route definition is not readable")])
+        }
+        var reader = Reader(environment: environment)
+        reader.pinnedSecrets = secrets
+        guard let root, let entries = reader.mapping(root, "", allowed: ["retry", "route"]) else {
+            throw ConfigError(reader.problems.isEmpty ? [ConfigProblem(path: "", message: "the stored route definition is not a mapping")] : reader.problems)
+        }
+        let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
+        let retry = values["retry"].flatMap { reader.retryPolicy($0, "retry", base: .standard) } ?? .standard
+        guard let node = values["route"], var route = reader.route(node, "route", globalRetry: retry), reader.problems.isEmpty else {
+            throw ConfigError(reader.problems.isEmpty ? [ConfigProblem(path: "route", message: "missing")] : reader.problems)
+        }
+        route.definition = definition
+        route.version = Reader.fingerprint(definition)
+        route.literalSecrets = [:]
+        return route
+    }
+
     /// The configuration `serve` runs on when no file exists (SPEC §6).
     public static func builtInDefaults(secret: SigningSecret) -> Settings {
         let dataDir = "./pipehook-data"
+        // Parsed like a file's route, so it is pinned the same way.
+        var reader = Reader(environment: [:])
+        let archive = reader.route(
+            try! Yams.compose(yaml: """
+                {name: archive, on: [completed], steps: [{download: {dir: "\(dataDir)/videos", path: "{yyyy}/{mm}/{generation_id}.{ext}", max_bytes: 4GiB, timeout: 60s}}]}
+                """)!,
+            "routes[0]", globalRetry: .standard
+        )!
         return Settings(
             listen: ListenAddress(host: "127.0.0.1", port: 8787),
             dataDir: dataDir,
@@ -57,17 +92,7 @@ public enum SettingsParser {
             sources: [Source(name: "pipevideo", format: PipevideoFormat(), secrets: [secret], toleranceSeconds: 300)],
             api: nil,
             retry: .standard,
-            routes: [
-                Route(
-                    name: "archive",
-                    on: [.completed],
-                    steps: [Step(action: .download(DownloadStep(
-                        directory: "\(dataDir)/videos",
-                        pathTemplate: try! PathTemplate("{yyyy}/{mm}/{generation_id}.{ext}"),
-                        maxBytes: 4 << 30, allowHTTP: false, timeoutMilliseconds: 60_000
-                    )), retry: .standard)]
-                )
-            ]
+            routes: [archive]
         )
     }
 
@@ -90,6 +115,8 @@ public enum SettingsParser {
 struct Reader {
     let environment: [String: String]
     var problems: [ConfigProblem] = []
+    /// Fingerprint → secret text, for `secret-sha256:` placeholders in a pinned route.
+    var pinnedSecrets: [String: String] = [:]
 
     init(environment: [String: String]) { self.environment = environment }
 
@@ -211,7 +238,7 @@ struct Reader {
     mutating func settings(_ root: Node) -> Settings? {
         let top: Set<String> = [
             "listen", "data_dir", "store", "max_body_bytes", "dedup_window", "retention", "read_timeout",
-            "log_format", "log_level", "admin_token", "tls", "sources", "api", "retry", "routes",
+            "log_format", "log_level", "admin_token", "tls", "sources", "api", "retry", "routes", "lease",
         ]
         guard let entries = mapping(root, "", allowed: top) else { return nil }
         let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
@@ -237,15 +264,16 @@ struct Reader {
         }
         let retry = values["retry"].map { retryPolicy($0, "retry", base: .standard) } ?? .standard
         let routes = values["routes"].map { routeList($0, "routes", globalRetry: retry ?? .standard) } ?? []
+        let lease = values["lease"].map { milliseconds($0, "lease", minimum: 1_000) } ?? 60_000
 
         guard let listen, let store, let maxBody, let dedup, let retention, let readTimeout, let logFormat,
-              let logLevel, let sources, let retry, let routes
+              let logLevel, let sources, let retry, let routes, let lease
         else { return nil }
         return Settings(
             listen: listen, dataDir: dataDir, store: store, maxBodyBytes: maxBody,
             dedupWindowSeconds: dedup, retentionSeconds: retention, readTimeoutMilliseconds: readTimeout,
             logFormat: logFormat, logLevel: logLevel, adminToken: adminToken, tls: tls, sources: sources,
-            api: api, retry: retry, routes: routes
+            api: api, retry: retry, leaseMilliseconds: lease, routes: routes
         )
     }
 
@@ -450,7 +478,55 @@ struct Reader {
             problem(stepsPath, "is required")
         }
         guard let name, Self.isValidName(name), let statuses, let steps else { return nil }
-        return Route(name: name, on: statuses, steps: steps)
+        var secrets: [String: String] = [:]
+        let definition = Self.pinDefinition(route: node, globalRetry: globalRetry, secrets: &secrets)
+        return Route(
+            name: name, on: statuses, steps: steps, definition: definition, version: Self.fingerprint(definition),
+            literalSecrets: secrets
+        )
+    }
+
+    static let secretPlaceholder = "secret-sha256:"
+
+    /// `{"retry":{…the global policy in force…},"route":{…as written…}}`, keys sorted, every
+    /// scalar as its unexpanded text: the same route text always gives the same version. A
+    /// `secret` written literally is replaced by its fingerprint (collected into `secrets`), so a
+    /// stored definition never holds a secret value; `${VAR}` and `file:` references stay as they are.
+    static func pinDefinition(route node: Node, globalRetry: RetryPolicy, secrets: inout [String: String]) -> String {
+        let retry = #"{"attempts":"\#(globalRetry.attempts)","initial_delay":"\#(globalRetry.initialDelayMilliseconds)ms","max_delay":"\#(globalRetry.maxDelayMilliseconds)ms"}"#
+        return #"{"retry":"# + retry + #","route":"# + canonicalJSON(node, secrets: &secrets) + "}"
+    }
+
+    static func canonicalJSON(_ node: Node, key: String? = nil, secrets: inout [String: String]) -> String {
+        switch node {
+        case .scalar(let scalar):
+            let text = scalar.string
+            if key == "secret", !text.contains("${"), !text.hasPrefix("file:"), !text.hasPrefix(secretPlaceholder) {
+                let hash = fingerprint(text)
+                secrets[hash] = text
+                return JSONText.quote(secretPlaceholder + hash)
+            }
+            return JSONText.quote(text)
+        case .sequence(let sequence):
+            var items: [String] = []
+            for item in sequence { items.append(canonicalJSON(item, secrets: &secrets)) }
+            return "[" + items.joined(separator: ",") + "]"
+        case .mapping(let mapping):
+            var pairs: [(String, String)] = []
+            for (keyNode, value) in mapping {
+                let name: String
+                if case .scalar(let scalar) = keyNode { name = scalar.string } else { name = canonicalJSON(keyNode, secrets: &secrets) }
+                pairs.append((name, canonicalJSON(value, key: name, secrets: &secrets)))
+            }
+            pairs.sort { $0.0 < $1.0 }
+            return "{" + pairs.map { JSONText.quote($0.0) + ":" + $0.1 }.joined(separator: ",") + "}"
+        case .alias(let alias): return JSONText.quote(alias.anchor.rawValue)
+        }
+    }
+
+    static func fingerprint(_ definition: String) -> String {
+        let bytes = Array(definition.utf8)
+        return bytes.withUnsafeBytes { Crypto.sha256($0) }.hexString
     }
 
     mutating func step(_ node: Node, _ path: String, globalRetry: RetryPolicy) -> Step? {
@@ -562,7 +638,14 @@ struct Reader {
         var secret: SigningSecret?? = .some(nil)
         if let node = values["secret"] {
             secret = nil
-            if let text = nonEmptyString(node, Self.join(path, "secret")) {
+            if var text = nonEmptyString(node, Self.join(path, "secret")) {
+                if text.hasPrefix(Self.secretPlaceholder) {
+                    guard let known = pinnedSecrets[String(text.dropFirst(Self.secretPlaceholder.count))] else {
+                        problem(Self.join(path, "secret"), "the secret this route version was created with is no longer configured (rotated?); `pipehook replay EVENT_ID` runs the route as configured now")
+                        return nil
+                    }
+                    text = known
+                }
                 do { secret = .some(try SigningSecret(text)) } catch {
                     problem(Self.join(path, "secret"), "is not a whsec_ secret (base64 after the whsec_ prefix)")
                 }

@@ -18,6 +18,44 @@ public enum JobID {
     }
 }
 
+/// The steps a job runs, fixed when the job is created (SPEC §3.5): a reload that edits, shrinks
+/// or removes its route never strands it. `version` is a fingerprint of `definition`, the route's
+/// configuration as written (before `${VAR}` substitution, so no secret is stored), from which the
+/// dispatcher rebuilds the steps if it no longer has them in memory.
+///
+/// A pin with an empty `version` is unpinned: its route is looked up by name when the job runs (jobs
+/// created before pinning existed are read back this way).
+public struct RoutePin: Sendable, Hashable, ExpressibleByStringLiteral {
+    public var name: String
+    public var version: String
+    public var definition: String
+
+    public init(name: String, version: String, definition: String) {
+        self.name = name
+        self.version = version
+        self.definition = definition
+    }
+
+    /// An unpinned route, by name.
+    public init(stringLiteral name: String) { self.init(name: name, version: "", definition: "") }
+
+    public var isPinned: Bool { !version.isEmpty }
+}
+
+/// A claim on a job: the holder's name and the fencing token its claim got. Every write the holder
+/// makes carries it; once another claim has taken the job (its lease expired), the token is stale
+/// and the store refuses the write, so a stalled holder that comes back can record nothing.
+public struct JobLease: Sendable, Hashable {
+    public var jobID: String
+    public var owner: String
+    public var fence: Int64
+    public init(jobID: String, owner: String, fence: Int64) {
+        self.jobID = jobID
+        self.owner = owner
+        self.fence = fence
+    }
+}
+
 public enum JobState: String, Sendable, Codable, CaseIterable {
     /// Waiting for `runAt` (new, or between retries).
     case pending
@@ -46,6 +84,10 @@ public struct JobRecord: Sendable, Equatable {
     public var source: String
     public var generationID: String
     public var route: String
+    /// The pinned route version (`RoutePin.version`), nil for a job created before pinning.
+    public var routeVersion: String?
+    /// Incremented by every claim (the fencing token of the current or last lease).
+    public var fence: Int64
     /// The event whose transition created the job.
     public var eventID: String
     public var state: JobState
@@ -62,10 +104,12 @@ public struct JobRecord: Sendable, Equatable {
     public var updatedAt: Int64
 
     public init(
-        id: String, source: String, generationID: String, route: String, eventID: String, state: JobState,
-        nextStep: Int, attempts: Int, runAt: Int64, leaseOwner: String?, leaseUntil: Int64?, artifact: JobArtifact?,
-        lastError: String?, createdAt: Int64, updatedAt: Int64
+        id: String, source: String, generationID: String, route: String, routeVersion: String? = nil, fence: Int64 = 0,
+        eventID: String, state: JobState, nextStep: Int, attempts: Int, runAt: Int64, leaseOwner: String?, leaseUntil: Int64?,
+        artifact: JobArtifact?, lastError: String?, createdAt: Int64, updatedAt: Int64
     ) {
+        self.routeVersion = routeVersion
+        self.fence = fence
         self.id = id
         self.source = source
         self.generationID = generationID
@@ -165,9 +209,15 @@ public struct StoredEvent: Sendable, Equatable {
 public struct ClaimedJob: Sendable, Equatable {
     public var job: JobRecord
     public var event: StoredEvent
-    public init(job: JobRecord, event: StoredEvent) {
+    /// The steps the job runs (unpinned for a job created before pinning).
+    public var route: RoutePin
+    /// What every write about this job must carry while this claim holds.
+    public var lease: JobLease
+    public init(job: JobRecord, event: StoredEvent, route: RoutePin, lease: JobLease) {
         self.job = job
         self.event = event
+        self.route = route
+        self.lease = lease
     }
 }
 
@@ -175,8 +225,8 @@ public struct ClaimedJob: Sendable, Equatable {
 public enum AttemptDisposition: Sendable, Equatable {
     /// The step succeeded: continue with the next one (or finish when `done`).
     case advance(artifact: JobArtifact?, done: Bool)
-    /// The step failed; try it again at `runAt`.
-    case retry(runAt: Int64, error: String)
+    /// The step failed; try it again after `delayMilliseconds`, counted by the store's clock.
+    case retry(delayMilliseconds: Int64, error: String)
     /// The job is dead.
     case dead(error: String)
 }
@@ -197,20 +247,27 @@ public struct AttemptResult: Sendable, Equatable {
 }
 
 /// The durable job queue (transactional outbox: jobs are inserted by `ingest`).
+///
+/// Time is the store's own: leases are set and expire by the store's clock (the database server's
+/// for PostgreSQL), never by the caller's, so hosts whose clocks differ cannot both hold a job.
 public protocol JobStore: Sendable {
-    /// Leases up to `limit` due jobs: pending ones whose time has come, and running ones whose
-    /// lease expired (their process died; the attempt it was making is marked interrupted).
-    func claimJobs(owner: String, now: Int64, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob]
-    /// Extends the lease while a long step runs. False when the lease is no longer ours.
-    func renewLease(jobID: String, owner: String, until: Int64) async throws(StoreError) -> Bool
-    /// Records the start of an attempt (so a crash mid-step is visible as interrupted).
-    func startAttempt(jobID: String, step: Int, stepKind: String, attempt: Int, at: Int64) async throws(StoreError) -> Int64
-    /// Ends an attempt and moves the job, in one transaction.
+    /// Leases up to `limit` due jobs for `leaseMilliseconds`: pending ones whose time has come, and
+    /// running ones whose lease expired (their holder died or stalled; the attempt it was making is
+    /// marked interrupted). Each claim increments the job's fence.
+    func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob]
+    /// Extends the lease to `leaseMilliseconds` from now. False when the lease is no longer this
+    /// holder's (its fence is stale): the holder must stop the step at once.
+    func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool
+    /// Records the start of an attempt (so a crash mid-step is visible as interrupted). Refused
+    /// (`StoreError.Kind.fenced`) when the lease is stale.
+    func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64
+    /// Ends an attempt and moves the job, in one transaction; refused (`fenced`) when the lease is
+    /// stale, and then nothing is recorded.
     func finishAttempt(
-        _ attemptID: Int64, jobID: String, owner: String, result: AttemptResult, disposition: AttemptDisposition, at: Int64
+        _ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition
     ) async throws(StoreError) -> JobRecord
-    /// Puts a job that is still leased by `owner` back to pending now (graceful shutdown).
-    func releaseJob(jobID: String, owner: String, at: Int64) async throws(StoreError)
+    /// Puts a job still held under `lease` back to pending now (graceful shutdown).
+    func releaseJob(_ lease: JobLease) async throws(StoreError)
 
     func jobs(state: JobState?, limit: Int) async throws(StoreError) -> [JobRecord]
     func jobs(generationID: String, source: String) async throws(StoreError) -> [JobRecord]
@@ -223,9 +280,46 @@ public protocol JobStore: Sendable {
     func requeueRunning(at: Int64) async throws(StoreError) -> Int
     /// How many jobs are in each state (for the pending/dead gauges).
     func jobCounts() async throws(StoreError) -> [JobState: Int]
-    /// The earliest `runAt` (or lease expiry) among jobs not finished, for the dispatcher's sleep.
-    func nextJobDue() async throws(StoreError) -> Int64?
+    /// Milliseconds, by the store's clock, until the earliest pending job is due or the earliest
+    /// lease expires (0 when one is due now); nil when no job is waiting for either.
+    func millisecondsUntilNextJob() async throws(StoreError) -> Int64?
 }
 
 /// Everything the daemon and the CLI need from a store.
 public typealias Storage = WebhookStore & JobStore & PollStore
+
+/// The job rules every store applies the same way: what a claim, a stale lease and a retry
+/// request mean, with the words the user sees. Stores persist; this decides.
+public enum JobRules {
+    /// Set on the running attempt of a job whose lease expired when another claim takes it.
+    public static let interruptedByLostLease = "interrupted: the process running it stopped or lost its lease"
+    /// Set on the running attempts of a single-instance store at start.
+    public static let interruptedByRestart = "interrupted: the process running it stopped"
+    /// Set when a job is released on shutdown.
+    public static let interruptedByShutdown = "interrupted: pipehook was stopping"
+    /// A claimed job whose event is gone cannot run; it is dead-lettered with this.
+    public static let eventGone = "its event is no longer stored (pruned)"
+
+    public static func fenced(_ lease: JobLease) -> StoreError {
+        StoreError(.fenced, "job \(lease.jobID) is no longer leased by this process (fence \(lease.fence) is stale)")
+    }
+
+    /// Whether `pipehook retry` may queue the job again.
+    public static func checkRetryable(_ job: JobRecord) throws(StoreError) {
+        switch job.state {
+        case .running: throw StoreError(.invalid, "job \(job.id) is running right now")
+        case .succeeded:
+            throw StoreError(.invalid, "job \(job.id) already succeeded; use `pipehook replay \(job.eventID)` to run its routes again")
+        case .pending, .dead: return
+        }
+    }
+
+    /// Due now: pending whose time has come, or running whose lease has passed (by the store's clock).
+    public static func isDue(_ job: JobRecord, now: Int64) -> Bool {
+        switch job.state {
+        case .pending: job.runAt <= now
+        case .running: (job.leaseUntil ?? .min) < now
+        case .succeeded, .dead: false
+        }
+    }
+}

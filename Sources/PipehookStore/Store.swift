@@ -26,14 +26,14 @@ public struct IncomingDelivery: Sendable {
     public var signedAt: Int64
     public var body: [UInt8]
     public var content: Content
-    /// Routes to start (one job each) if this event raises the generation's status.
-    public var routes: [String]
+    /// Routes to start (one job each, pinned to these versions) if this event raises the status.
+    public var routes: [RoutePin]
     /// Set when an `unrecognized` delivery is read again: its delivery id is already recorded.
     public var reprocessing: Int64?
 
     public init(
         source: String, deliveryID: String, origin: EventOrigin = .webhook, receivedAt: Int64, signedAt: Int64,
-        body: [UInt8], content: Content, routes: [String] = []
+        body: [UInt8], content: Content, routes: [RoutePin] = []
     ) {
         self.routes = routes
         self.reprocessing = nil
@@ -56,7 +56,11 @@ public enum IntakeOutcome: Sendable, Equatable {
 
 /// The store could not do what was asked. `unavailable` maps to 503 so the sender retries.
 public struct StoreError: Error, Sendable, CustomStringConvertible {
-    public enum Kind: Sendable { case unavailable, notFound, invalid }
+    public enum Kind: Sendable {
+        case unavailable, notFound, invalid
+        /// A write under a lease that another claim has taken since: nothing was recorded.
+        case fenced
+    }
     public var kind: Kind
     public var message: String
     public init(_ kind: Kind, _ message: String) {
@@ -179,7 +183,7 @@ public protocol WebhookStore: Sendable {
     func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery]
 
     /// New jobs for a stored event's routes, even if they ran before (`pipehook replay`).
-    func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [String], at: Int64) async throws(StoreError) -> [JobRecord]
+    func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [RoutePin], at: Int64) async throws(StoreError) -> [JobRecord]
 }
 
 public struct UnrecognizedDelivery: Sendable, Equatable {
@@ -205,7 +209,7 @@ extension WebhookStore {
     /// Reads every unrecognized delivery again with `decode`; those it now understands go
     /// through the state machine (and routes) like a webhook. Returns (reprocessed, still unrecognized).
     public func reprocess(
-        decode: (UnrecognizedDelivery) -> IncomingDelivery.Content?, routes: @escaping (GenerationStatus) -> [String], at: Int64
+        decode: (UnrecognizedDelivery) -> IncomingDelivery.Content?, routes: @escaping (GenerationStatus) -> [RoutePin], at: Int64
     ) async throws(StoreError) -> (recognized: Int, unrecognized: Int) {
         let pending = try await unrecognized(limit: 100_000)
         var recognized = 0

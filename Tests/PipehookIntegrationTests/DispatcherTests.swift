@@ -139,14 +139,14 @@ import Testing
     /// another dispatcher claims it, marks the attempt interrupted and runs that step again.
     @Test func expiredLeaseIsReclaimedAndTheInterruptedStepRerun() async throws {
         let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let clock = ManualClock()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite", options: clock.sqliteOptions)
         try await completed(store)
-        let now = Int64(Date().timeIntervalSince1970 * 1000)
-        let claimed = try await store.claimJobs(owner: "dead-process", now: now, leaseMilliseconds: 50, limit: 10)
+        let claimed = try await store.claimJobs(owner: "dead-process", leaseMilliseconds: 60_000, limit: 10)
         #expect(claimed.count == 1)
-        _ = try await store.startAttempt(jobID: claimed[0].job.id, step: 0, stepKind: "exec", attempt: 1, at: now)
-        #expect(try await store.claimJobs(owner: "other", now: now + 10, leaseMilliseconds: 50, limit: 10).isEmpty)
-        try await Task.sleep(for: .milliseconds(100))
+        _ = try await store.startAttempt(claimed[0].lease, step: 0, stepKind: "exec", attempt: 1)
+        #expect(try await store.claimJobs(owner: "other", leaseMilliseconds: 60_000, limit: 10).isEmpty)
+        clock.advance(milliseconds: 61_000)
         let steps = ScriptedSteps([:])
         let dispatcher = Dispatcher(store: store, routes: RouteTable(Self.twoSteps), runners: steps.runners, logger: Fixture.logger, options: options())
         try await drive(dispatcher) { (try? await store.jobs(state: .succeeded, limit: 10).count) == 1 }
@@ -207,5 +207,170 @@ import Testing
         try await drive(dispatcher) { (try? await store.jobs(state: .succeeded, limit: 10).count) == 5 }
         #expect(try await store.jobs(state: .succeeded, limit: 10).count == 5)
         #expect(gauge.highest.load(ordering: .acquiring) == 1)
+    }
+
+    /// Forwards to a real store, except that lease renewals fail (the store is unreachable for
+    /// them, or says another claim took the job).
+    final class FailingRenewals: JobStore {
+        let base: SQLiteStore
+        let answer: Bool?
+        let renewals = Atomic<Int>(0)
+        init(_ base: SQLiteStore, answer: Bool?) {
+            self.base = base
+            self.answer = answer
+        }
+        func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
+            try await base.claimJobs(owner: owner, leaseMilliseconds: leaseMilliseconds, limit: limit)
+        }
+        func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool {
+            renewals.add(1, ordering: .relaxed)
+            guard let answer else { throw StoreError(.unavailable, "renewal refused by the test") }
+            return answer
+        }
+        func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64 {
+            try await base.startAttempt(lease, step: step, stepKind: stepKind, attempt: attempt)
+        }
+        func finishAttempt(_ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition) async throws(StoreError) -> JobRecord {
+            try await base.finishAttempt(attemptID, lease: lease, result: result, disposition: disposition)
+        }
+        func releaseJob(_ lease: JobLease) async throws(StoreError) { try await base.releaseJob(lease) }
+        func jobs(state: JobState?, limit: Int) async throws(StoreError) -> [JobRecord] { try await base.jobs(state: state, limit: limit) }
+        func jobs(generationID: String, source: String) async throws(StoreError) -> [JobRecord] {
+            try await base.jobs(generationID: generationID, source: source)
+        }
+        func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord] { try await base.attempts(jobID: jobID) }
+        func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord { try await base.retry(jobID: jobID, at: at) }
+        func retryDead(at: Int64) async throws(StoreError) -> Int { try await base.retryDead(at: at) }
+        func requeueRunning(at: Int64) async throws(StoreError) -> Int { try await base.requeueRunning(at: at) }
+        func jobCounts() async throws(StoreError) -> [JobState: Int] { try await base.jobCounts() }
+        func millisecondsUntilNextJob() async throws(StoreError) -> Int64? { try await base.millisecondsUntilNextJob() }
+    }
+
+    /// A step that sleeps until cancelled, recording when it started and when it was stopped.
+    final class Sleeper: Sendable {
+        let events = Mutex<[(String, ContinuousClock.Instant)]>([])
+        var runners: StepRunners {
+            StepRunners(
+                exec: { _, _ in
+                    self.events.withLock { $0.append(("start", .now)) }
+                    try? await Task.sleep(for: .seconds(30))
+                    self.events.withLock { $0.append((Task.isCancelled ? "stopped" : "finished", .now)) }
+                    return StepOutcome(result: .succeeded, summary: "slept")
+                },
+                download: { _, _ in StepOutcome(result: .permanent, summary: "unused") },
+                post: { _, _ in StepOutcome(result: .permanent, summary: "unused") }
+            )
+        }
+    }
+
+    /// SPEC §3.5: a step whose lease cannot be renewed is stopped before the lease can pass, and
+    /// nothing about it is recorded (another claim may take the job); the same when the store says
+    /// the lease is no longer ours.
+    @Test(arguments: [nil, false] as [Bool?])
+    func aStepWhoseLeaseIsLostIsStoppedBeforeTheLeaseEnds(renewal: Bool?) async throws {
+        let dir = TempDir()
+        // The store's clock stands still: the lease never ends by it, whatever the load, so what
+        // stops the step is the dispatcher's own rule.
+        let base = try SQLiteStore(path: dir.path + "/db.sqlite", options: ManualClock().sqliteOptions)
+        try await completed(base)
+        let store = FailingRenewals(base, answer: renewal)
+        let sleeper = Sleeper()
+        var options = options()
+        options.leaseMilliseconds = 6_000
+        let dispatcher = Dispatcher(store: store, routes: RouteTable(Self.twoSteps), runners: sleeper.runners, logger: Fixture.logger, options: options)
+        try await drive(dispatcher) { sleeper.events.withLock { $0.count } >= 2 }
+        let events = sleeper.events.withLock { $0 }
+        try #require(events.count == 2)
+        #expect(events.map(\.0) == ["start", "stopped"])
+        // Renewed every 2 s; given up 3 s before the 6 s lease's certain end.
+        #expect(events[1].1 - events[0].1 < .milliseconds(6_000), "stopped while the lease still held")
+        #expect(store.renewals.load(ordering: .relaxed) >= 1)
+        // Nothing recorded after the loss: the job is still the lost claim's, its attempt running,
+        // until a claim after the lease's end takes it over.
+        let job = try #require(try await base.jobs(state: nil, limit: 10).first)
+        #expect(job.state == .running && job.nextStep == 0)
+        #expect(try await base.attempts(jobID: job.id).map(\.outcome) == [.running])
+    }
+
+    /// A step longer than its lease: renewals keep it, so a second dispatcher on the same store
+    /// never starts it too, and it runs once.
+    @Test func aStepLongerThanItsLeaseRunsOnce() async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        try await completed(store)
+        let runs = Atomic<Int>(0)
+        let runners = StepRunners(
+            exec: { step, _ in
+                if step.command[0] == "first" {
+                    runs.add(1, ordering: .relaxed)
+                    try? await Task.sleep(for: .milliseconds(10_000))
+                }
+                return StepOutcome(result: .succeeded, summary: "ok")
+            },
+            download: { _, _ in StepOutcome(result: .permanent, summary: "unused") },
+            post: { _, _ in StepOutcome(result: .permanent, summary: "unused") }
+        )
+        var options = options()
+        // Renewed every 2.7 s; each renewal may take up to 2.3 s before the step is given up.
+        options.leaseMilliseconds = 8_000
+        let a = Dispatcher(store: store, routes: RouteTable(Self.twoSteps), runners: runners, logger: Fixture.logger, options: options)
+        let b = Dispatcher(store: store, routes: RouteTable(Self.twoSteps), runners: runners, logger: Fixture.logger, options: options)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await b.run() }
+            try await drive(a) { (try? await store.jobs(state: .succeeded, limit: 10).count) == 1 }
+            group.cancelAll()
+        }
+        #expect(runs.load(ordering: .relaxed) == 1)
+        let job = try #require(try await store.jobs(state: .succeeded, limit: 10).first)
+        #expect(try await store.attempts(jobID: job.id).map(\.outcome) == [.succeeded, .succeeded])
+    }
+
+    static let threeSteps = routes("""
+        routes:
+          - name: r
+            on: [completed]
+            steps:
+              - exec: {command: [one], retry: {attempts: 3, initial_delay: 0s, max_delay: 0s}}
+              - exec: {command: [two], retry: {attempts: 3, initial_delay: 0s, max_delay: 0s}}
+              - exec: {command: [three], retry: {attempts: 3, initial_delay: 0s, max_delay: 0s}}
+        """)
+
+    static let shrunk = routes("""
+        routes:
+          - name: r
+            on: [completed]
+            steps:
+              - exec: {command: [only]}
+        """)
+
+    /// SPEC §3.5: jobs keep the steps they were created with. After a reload that shrinks their
+    /// route, or removes it, queued and retrying jobs still run their own steps to the end.
+    @Test(arguments: ["shrunk", "removed"])
+    func aReloadNeverStrandsAJob(change: String) async throws {
+        let dir = TempDir()
+        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        for i in 0..<2 {
+            var delivery = Fixture.delivery(id: "m\(i)", generation: "g\(i)", status: .completed)
+            delivery.routes = [Self.threeSteps[0].pin]
+            _ = try await store.ingest(delivery)
+        }
+        // g1's job fails its first step once before the reload: it waits to retry step 0.
+        let steps = ScriptedSteps(["one": [.retryable(retryAfter: nil)]])
+        let table = RouteTable(Self.threeSteps)
+        table.replace(change == "shrunk" ? Self.shrunk : [])
+        // A fresh process (a restart after the edit) knows only the new routes: the old version
+        // comes from the store.
+        let restarted = RouteTable(change == "shrunk" ? Self.shrunk : [])
+        let dispatcher = Dispatcher(store: store, routes: restarted, runners: steps.runners, logger: Fixture.logger, options: options())
+        try await drive(dispatcher) { (try? await store.jobs(state: .succeeded, limit: 10).count) == 2 }
+        let jobs = try await store.jobs(state: nil, limit: 10)
+        #expect(jobs.count == 2 && jobs.allSatisfy { $0.state == .succeeded && $0.nextStep == 3 })
+        #expect(jobs.allSatisfy { $0.routeVersion == Self.threeSteps[0].version })
+        let calls = steps.calls.withLock { $0 }
+        #expect(calls.filter { $0.hasPrefix("one#") }.count == 3 && calls.filter { $0.hasPrefix("two#") }.count == 2)
+        #expect(calls.filter { $0.hasPrefix("three#") }.count == 2 && !calls.contains { $0.hasPrefix("only") })
+        // In memory too: a table that saw the old version serves it without rebuilding.
+        guard case .success(let route) = table.resolve(Self.threeSteps[0].pin) else { Issue.record("not resolved"); return }
+        #expect(route.steps.count == 3)
     }
 }

@@ -10,13 +10,23 @@ final class RunningPipehook: @unchecked Sendable {
     let stdoutPath: String
     let stderrPath: String
 
-    init(_ arguments: [String], directory: String, environment: [String: String] = [:]) throws {
+    /// `wrapper` runs the binary under another command (e.g. `faketime -f +90s`), which then
+    /// forks it: `serverPID` finds the child to signal.
+    let wrapped: Bool
+
+    init(_ arguments: [String], directory: String, environment: [String: String] = [:], wrapper: [String] = []) throws {
+        wrapped = !wrapper.isEmpty
         stdoutPath = directory + "/stdout-\(UUID().uuidString).log"
         stderrPath = directory + "/stderr-\(UUID().uuidString).log"
         _ = FileManager.default.createFile(atPath: stdoutPath, contents: nil)
         _ = FileManager.default.createFile(atPath: stderrPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: Binary.path)
-        process.arguments = arguments
+        if let command = wrapper.first {
+            process.executableURL = URL(fileURLWithPath: command)
+            process.arguments = Array(wrapper.dropFirst()) + [Binary.path] + arguments
+        } else {
+            process.executableURL = URL(fileURLWithPath: Binary.path)
+            process.arguments = arguments
+        }
         process.currentDirectoryURL = URL(fileURLWithPath: directory)
         process.environment = ["PATH": "/usr/bin:/bin", "HOME": directory].merging(environment) { _, new in new }
         process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: stdoutPath))
@@ -45,13 +55,22 @@ final class RunningPipehook: @unchecked Sendable {
         throw ProcessFailure(message: "pipehook did not start listening; stdout: \(stdout) stderr: \(stderr)")
     }
 
+    /// The pipehook process itself: the wrapper's child when wrapped.
+    var serverPID: pid_t {
+        let pid = process.processIdentifier
+        guard wrapped else { return pid }
+        let children = (try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8)) ?? ""
+        return children.split(separator: " ").first.flatMap { pid_t($0) } ?? pid
+    }
+
     func kill(_ signal: Int32) {
-        Foundation.kill(process.processIdentifier, signal)
+        Foundation.kill(serverPID, signal)
         process.waitUntilExit()
     }
 
     deinit {
         if process.isRunning {
+            Foundation.kill(serverPID, SIGKILL)
             Foundation.kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
         }

@@ -231,7 +231,9 @@ import Testing
             var configuration = HTTPClient.Configuration()
             configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
             let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            let results = try await withThrowingTaskGroup(of: String.self) { group in
+            // Shut down whatever happens: a client released unshut traps the whole test process.
+            let outcome: Result<[String: Int], any Error>
+            do { outcome = .success(try await withThrowingTaskGroup(of: String.self) { group in
                 for (body, headers) in requests {
                     group.addTask {
                         var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/pipevideo")
@@ -245,8 +247,9 @@ import Testing
                     }
                 }
                 return try await group.reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
-            }
+            }) } catch { outcome = .failure(error) }
             try await http.shutdown()
+            let results = try outcome.get()
             #expect(results == ["200 accepted": 600, "200 duplicate": 400])
             #expect(try await store.counts() == StoreCounts(deliveries: 600, events: 600, generations: 200, unrecognized: 0))
             let generations = try await store.generations(status: nil, limit: 1000)

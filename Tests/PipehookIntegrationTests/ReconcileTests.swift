@@ -60,7 +60,7 @@ final class CapturedLog: Sendable {
 
     static func reconciler(
         _ store: SQLiteStore, _ api: PipevideoAPI, pollAfter: Int64 = 1_000, logger: Logger = Fixture.logger,
-        routes: [GenerationStatus: [String]] = [.completed: ["archive", "publish"], .cancelled: ["notify"], .incomplete: ["notify"]]
+        routes: [GenerationStatus: [RoutePin]] = [.completed: ["archive", "publish"], .cancelled: ["notify"], .incomplete: ["notify"]]
     ) -> Reconciler {
         Reconciler(
             store: store, api: api,

@@ -39,7 +39,7 @@ import Testing
 
     static func event(
         _ store: SQLiteStore, id: String, generation: String, status: GenerationStatus, at: Int64,
-        outputURL: String? = nil, error: String? = nil, routes: [String] = []
+        outputURL: String? = nil, error: String? = nil, routes: [RoutePin] = []
     ) async throws {
         var delivery = IncomingDelivery(
             source: "pipevideo", deliveryID: id, receivedAt: at, signedAt: at / 1000, body: Array("{}".utf8),
@@ -60,14 +60,14 @@ import Testing
         try await event(store, id: "msg_\(generation)_1", generation: generation, status: .queued, at: at - 2_000)
         try await event(store, id: "msg_\(generation)_2", generation: generation, status: .completed, at: at - 1_000,
                         outputURL: "https://cdn.example/\(generation).mp4?sig=abc&exp=1", routes: ["notify"])
-        let claimed = try await store.claimJobs(owner: "test", now: at, leaseMilliseconds: 60_000, limit: 10)
-        let job = try #require(claimed.first { $0.job.generationID == generation }?.job)
-        let attempt = try await store.startAttempt(jobID: job.id, step: 0, stepKind: "exec", attempt: 1, at: at)
+        let claimed = try await store.claimJobs(owner: "test", leaseMilliseconds: 60_000, limit: 10)
+        let mine = try #require(claimed.first { $0.job.generationID == generation })
+        let attempt = try await store.startAttempt(mine.lease, step: 0, stepKind: "exec", attempt: 1)
         let outcome: AttemptOutcome = if case .dead = disposition { .dead } else { .succeeded }
         _ = try await store.finishAttempt(
-            attempt, jobID: job.id, owner: "test", result: AttemptResult(outcome: outcome, summary: summary), disposition: disposition, at: at + 250
+            attempt, lease: mine.lease, result: AttemptResult(outcome: outcome, summary: summary), disposition: disposition
         )
-        return job.id
+        return mine.job.id
     }
 
     static func deadJob(_ store: SQLiteStore, generation: String, error: String, at: Int64 = nowMilliseconds()) async throws -> String {

@@ -110,3 +110,20 @@ final class ExclusiveLock: Sendable {
         try? queue.writeWithoutTransaction { db in try db.execute(sql: "ROLLBACK") }
     }
 }
+
+import Synchronization
+
+/// A store's clock that stands still (at the wall-clock time it was made) until a test moves it:
+/// leases expire exactly when the test says, whatever the machine's load.
+final class ManualClock: Sendable {
+    private let time = Atomic<Int64>(Int64(Date().timeIntervalSince1970 * 1000))
+    func now() -> Int64 { time.load(ordering: .acquiring) }
+    func advance(milliseconds: Int64) { time.add(milliseconds, ordering: .acquiringAndReleasing) }
+
+    /// SQLite options reading this clock.
+    var sqliteOptions: SQLiteStore.Options {
+        var options = SQLiteStore.Options()
+        options.clock = { [self] in self.now() }
+        return options
+    }
+}

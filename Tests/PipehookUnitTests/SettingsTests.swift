@@ -264,3 +264,76 @@ import Testing
         #expect("\(settings.store)" == "postgres://pipehook:<redacted>@db.internal:5432/pipehook")
     }
 }
+
+/// SPEC §3.5: a job is pinned to its route's version; the stored definition rebuilds it later.
+@Suite struct RoutePinningTests {
+    static let yaml = """
+        sources: {pipevideo: {secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]}}
+        retry: {attempts: 4}
+        lease: 90s
+        routes:
+          - name: publish
+            on: [completed]
+            steps:
+              - exec: {command: ["./publish.sh", "${CHANNEL}"], timeout: 5m}
+              - post: {url: "https://ops.example.com/a", secret: "${OPS_SECRET}"}
+              - post: {url: "https://ops.example.com/b", secret: "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"}
+        """
+    static let environment = ["CHANNEL": "main", "OPS_SECRET": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+
+    @Test func theDefinitionIsStableAndHoldsNoSecretValue() throws {
+        let a = try SettingsParser.parse(yaml: Self.yaml, environment: Self.environment)
+        let b = try SettingsParser.parse(yaml: Self.yaml.replacingOccurrences(of: "timeout: 5m", with: "timeout:    5m"), environment: ["CHANNEL": "other", "OPS_SECRET": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"])
+        #expect(a.leaseMilliseconds == 90_000)
+        let route = a.routes[0]
+        #expect(route.version.count == 64 && route.version == b.routes[0].version, "same text, same version, whatever the environment")
+        #expect(route.definition.contains("${CHANNEL}") && route.definition.contains("${OPS_SECRET}"))
+        #expect(!route.definition.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") && !route.definition.contains("C2FVsBQIhrscChlQIMV"))
+        #expect(route.definition.contains(#""attempts":"4""#), "the global retry in force is part of the version")
+        let edited = try SettingsParser.parse(yaml: Self.yaml.replacingOccurrences(of: "timeout: 5m", with: "timeout: 6m"), environment: Self.environment)
+        #expect(edited.routes[0].version != route.version)
+    }
+
+    @Test func aPinnedRouteIsRebuiltWithTheEnvironmentOfNow() throws {
+        let route = try SettingsParser.parse(yaml: Self.yaml, environment: Self.environment).routes[0]
+        let rebuilt = try SettingsParser.pinnedRoute(
+            definition: route.definition, environment: ["CHANNEL": "next", "OPS_SECRET": "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"],
+            secrets: route.literalSecrets
+        )
+        #expect(rebuilt.name == "publish" && rebuilt.version == route.version && rebuilt.steps.map(\.kind) == ["exec", "post", "post"])
+        guard case .exec(let exec) = rebuilt.steps[0].action, case .post(let post) = rebuilt.steps[2].action else {
+            Issue.record("wrong steps"); return
+        }
+        #expect(exec.command == ["./publish.sh", "next"] && exec.timeoutMilliseconds == 300_000)
+        #expect(post.secret?.key == (try SigningSecret("whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD")).key)
+        #expect(rebuilt.steps.allSatisfy { $0.retry.attempts == 4 })
+
+        // A literal secret no longer configured: a clear problem, never a step without its secret.
+        let error = #expect(throws: ConfigError.self) {
+            try SettingsParser.pinnedRoute(definition: route.definition, environment: Self.environment, secrets: [:])
+        }
+        #expect(error?.problems.first?.message.contains("no longer configured") == true)
+        // A variable gone from the environment is named.
+        let missing = #expect(throws: ConfigError.self) {
+            try SettingsParser.pinnedRoute(definition: route.definition, environment: [:], secrets: route.literalSecrets)
+        }
+        #expect(missing?.problems.contains { $0.message.contains("CHANNEL") } == true)
+    }
+
+    @Test func theBuiltInRouteIsPinnedToo() throws {
+        let settings = SettingsParser.builtInDefaults(secret: try SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"))
+        let route = try #require(settings.routes.first)
+        #expect(route.name == "archive" && route.version.count == 64)
+        let rebuilt = try SettingsParser.pinnedRoute(definition: route.definition, environment: [:])
+        guard case .download(let download) = rebuilt.steps[0].action else { Issue.record("not a download"); return }
+        #expect(download.directory == "./pipehook-data/videos" && download.pathTemplate.text == "{yyyy}/{mm}/{generation_id}.{ext}")
+        #expect(download.maxBytes == 4 << 30 && !download.allowHTTP)
+    }
+
+    @Test func leaseIsValidated() {
+        let error = #expect(throws: ConfigError.self) {
+            try SettingsParser.parse(yaml: "lease: 10ms\nsources: {p: {secrets: [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]}}", environment: [:])
+        }
+        #expect(error?.problems.map(\.path) == ["lease"])
+    }
+}

@@ -1,0 +1,456 @@
+import Foundation
+import GRDB
+import PipehookFormats
+import PipehookLifecycle
+import PipehookPostgres
+import PipehookSQLite
+import PipehookStore
+import PostgresNIO
+import Testing
+
+/// Every store implementation, as the conformance suite runs it: SQLite always, PostgreSQL when
+/// `PIPEHOOK_TEST_POSTGRES_URL` is set (always on CI).
+enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
+    case sqlite, postgres
+
+    static var available: [StoreKind] { PostgresTestDatabase.url == nil ? [.sqlite] : allCases }
+
+    var testDescription: String { rawValue }
+
+    /// A fresh, empty store for one test (a new file, or a new schema), opened by `open`, which
+    /// can be called again to reopen it (a restarted process); everything is removed afterwards.
+    func with<T: Sendable>(_ body: (StoreHarness) async throws -> T) async throws -> T {
+        switch self {
+        case .sqlite:
+            let dir = TempDir()
+            let path = dir.path + "/db.sqlite"
+            let clock = ManualClock()
+            let harness = StoreHarness(
+                kind: self,
+                open: { try SQLiteStore(path: path, options: clock.sqliteOptions) },
+                close: { _ in },
+                now: { clock.now() },
+                elapse: { clock.advance(milliseconds: $0) },
+                execute: { sql in
+                    let queue = try DatabaseQueue(path: path)
+                    try await queue.write { db in try db.execute(sql: sql) }
+                }
+            )
+            return try await body(harness)
+        case .postgres:
+            return try await TestSchema.with { schema in
+                let opened = Opened()
+                let harness = StoreHarness(
+                    kind: self,
+                    open: {
+                        let store = try await schema.open()
+                        opened.add(store)
+                        return store
+                    },
+                    close: { store in await (store as? PostgresStore)?.close() },
+                    now: { nowMilliseconds() },
+                    // The server's clock cannot be moved: wait for it.
+                    elapse: { try await Task.sleep(for: .milliseconds($0)) },
+                    execute: { sql in
+                        let store = try await schema.open(migrate: false)
+                        defer { Task { await store.close() } }
+                        _ = try await store.client.query(PostgresQuery(unsafeSQL: sql), logger: Fixture.logger).collect()
+                    }
+                )
+                do {
+                    let value = try await body(harness)
+                    await opened.closeAll()
+                    return value
+                } catch {
+                    await opened.closeAll()
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// PostgreSQL stores a test opened, closed at its end whatever happened.
+    final class Opened: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stores: [PostgresStore] = []
+        func add(_ store: PostgresStore) { lock.withLock { stores.append(store) } }
+        func closeAll() async {
+            for store in lock.withLock({ stores }) { await store.close() }
+        }
+    }
+}
+
+struct StoreHarness: Sendable {
+    let kind: StoreKind
+    let open: @Sendable () async throws -> any Storage
+    let close: @Sendable (any Storage) async -> Void
+    /// The store's clock now (near enough for the server's).
+    let now: @Sendable () -> Int64
+    /// Lets `milliseconds` pass on the store's clock.
+    let elapse: @Sendable (_ milliseconds: Int64) async throws -> Void
+    /// Raw SQL on the store's database, for faults no API call makes (a pruned event).
+    let execute: @Sendable (String) async throws -> Void
+}
+
+func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
+
+/// The rules of SPEC §3 and every job transition, once, over every store.
+@Suite struct StoreConformanceTests {
+    @Test(arguments: StoreKind.available)
+    func transitionsDedupAndTimelineAreDurable(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .accepted(generationID: "g1", status: .queued, transition: .applied, previous: nil))
+            #expect(try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) == .duplicate)
+            #expect(try await store.ingest(Fixture.delivery(id: "m2", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .applied, previous: .queued))
+            #expect(try await store.ingest(Fixture.delivery(id: "m3", generation: "g1", status: .in_progress)) == .accepted(generationID: "g1", status: .inProgress, transition: .stale, previous: .completed))
+            #expect(try await store.ingest(Fixture.delivery(id: "m4", generation: "g1", status: .completed)) == .accepted(generationID: "g1", status: .completed, transition: .same, previous: .completed))
+            #expect(try await store.ingest(Fixture.delivery(id: "m5", generation: "g1", status: .failed)) == .accepted(generationID: "g1", status: .failed, transition: .conflict, previous: .completed))
+            let unrecognized = IncomingDelivery(source: "pipevideo", deliveryID: "m6", receivedAt: 1, signedAt: 1, body: Array("??".utf8), content: .unrecognized(reason: "not JSON"))
+            #expect(try await store.ingest(unrecognized) == .unrecognized)
+            #expect(try await store.ingest(unrecognized) == .duplicate)
+            await harness.close(store)
+
+            // Reopened (a restarted process): everything acknowledged is there.
+            let reopened = try await harness.open()
+            let details = try await reopened.generations(withID: "g1")
+            #expect(details.count == 1)
+            #expect(details[0].generation.status == .completed)
+            #expect(details[0].timeline.map(\.eventID) == ["m1", "m2", "m3", "m4", "m5"])
+            #expect(details[0].timeline.map(\.transition) == [.applied, .applied, .stale, .same, .conflict])
+            #expect(details[0].timeline.map(\.previousStatus) == [nil, .queued, .completed, .completed, .completed])
+            #expect(details[0].timeline.map(\.signedAt) == [1, 1, 1, 1, 1])
+            #expect(try await reopened.counts() == StoreCounts(deliveries: 6, events: 5, generations: 1, unrecognized: 1))
+            #expect(try await reopened.unrecognized(limit: 10).map(\.raw) == [Array("??".utf8)])
+            #expect(try await reopened.generations(status: .completed, limit: 10).map(\.generationID) == ["g1"])
+            #expect(try await reopened.generations(status: .failed, limit: 10).isEmpty)
+            #expect(await reopened.isWritable())
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func sameGenerationIdUnderTwoSourcesIsTwoGenerations(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            var other = Fixture.delivery(id: "m1", generation: "g1", status: .failed)
+            other.source = "other"
+            _ = try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .completed))
+            #expect(try await store.ingest(other) == .accepted(generationID: "g1", status: .failed, transition: .applied, previous: nil))
+            #expect(try await store.generations(withID: "g1").map(\.generation.source) == ["other", "pipevideo"])
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func concurrentIngestKeepsEveryRowAndAcceptsEachDeliveryOnce(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let statuses: [GenerationStatusText] = [.queued, .in_progress, .completed]
+            var deliveries = (0..<300).map { i in Fixture.delivery(id: "m\(i)", generation: "g\(i / 3)", status: statuses[i % 3]) }
+            deliveries += deliveries.prefix(200)  // redelivered
+            deliveries.shuffle()
+            let outcomes = try await withThrowingTaskGroup(of: IntakeOutcome.self) { group in
+                for delivery in deliveries { group.addTask { try await store.ingest(delivery) } }
+                return try await group.reduce(into: [IntakeOutcome]()) { $0.append($1) }
+            }
+            #expect(outcomes.filter { $0 == .duplicate }.count == 200)
+            #expect(try await store.counts() == StoreCounts(deliveries: 300, events: 300, generations: 100, unrecognized: 0))
+            let all = try await store.generations(status: nil, limit: 1000)
+            #expect(all.count == 100 && all.allSatisfy { $0.status == .completed })
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func pruneRemovesExactlyWhatIsPastItsWindow(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let day: Int64 = 86_400_000
+            let now = 100 * day
+            _ = try await store.ingest(Fixture.delivery(id: "old-done", generation: "g-old", status: .completed, at: now - 40 * day))
+            _ = try await store.ingest(Fixture.delivery(id: "old-open", generation: "g-open", status: .in_progress, at: now - 40 * day))
+            _ = try await store.ingest(Fixture.delivery(id: "mid", generation: "g-mid", status: .completed, at: now - 8 * day))
+            _ = try await store.ingest(Fixture.delivery(id: "new", generation: "g-new", status: .completed, at: now - 1 * day))
+            let report = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false)
+            #expect(report == PruneReport(deliveries: 3, events: 1, generations: 1, unrecognized: 0))
+            #expect(try await store.generations(status: nil, limit: 10).map(\.generationID).sorted() == ["g-mid", "g-new", "g-open"])
+            // "new" is still inside the dedup window; "mid" is not, but its event still guards it.
+            #expect(try await store.ingest(Fixture.delivery(id: "new", generation: "g-new", status: .completed, at: now)) == .duplicate)
+            #expect(try await store.ingest(Fixture.delivery(id: "mid", generation: "g-mid", status: .completed, at: now)) == .duplicate)
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func pruneKeepsDeadJobsAndWhatTheyNeedUnlessAsked(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let day: Int64 = 86_400_000
+            // Jobs are due by the store's clock: created just now, pruned as if 40 days later.
+            let old = harness.now() - 1_000, now = old + 40 * day
+            for (generation, ends) in [("g-ok", AttemptDisposition.advance(artifact: nil, done: true)), ("g-dead", .dead(error: "gave up"))] {
+                var delivery = Fixture.delivery(id: "m-\(generation)", generation: generation, status: .completed, at: old)
+                delivery.routes = ["r"]
+                _ = try await store.ingest(delivery)
+                let claimed = try await store.claimJobs(owner: "o", leaseMilliseconds: 60_000, limit: 1)
+                let attempt = try await store.startAttempt(claimed[0].lease, step: 0, stepKind: "exec", attempt: 1)
+                _ = try await store.finishAttempt(attempt, lease: claimed[0].lease, result: AttemptResult(outcome: .succeeded, summary: "x"), disposition: ends)
+            }
+            let first = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false)
+            #expect(first.jobs == 1 && first.generations == 1 && first.events == 1)
+            #expect(try await store.jobs(state: nil, limit: 10).map(\.state) == [.dead])
+            #expect(try await store.generations(withID: "g-dead").count == 1)
+            #expect(try await store.generations(withID: "g-ok").isEmpty)
+            let second = try await store.prune(nowMilliseconds: now, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: true)
+            #expect(second.jobs == 1 && second.generations == 1 && second.events == 1)
+            #expect(try await store.counts() == StoreCounts(deliveries: 0, events: 0, generations: 0, unrecognized: 0))
+        }
+    }
+
+    @Test(arguments: StoreKind.available)
+    func pollingBookkeepingCandidatesAndRetention(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let day: Int64 = 86_400_000
+            let now = 100 * day
+            // Seen by webhook long ago and still open; seen recently; tracked and never seen; terminal.
+            _ = try await store.ingest(Fixture.delivery(id: "m-stuck", generation: "g-stuck", status: .in_progress, at: now - 2 * day))
+            _ = try await store.ingest(Fixture.delivery(id: "m-fresh", generation: "g-fresh", status: .queued, at: now - 1_000))
+            _ = try await store.ingest(Fixture.delivery(id: "m-done", generation: "g-done", status: .completed, at: now - 2 * day))
+            #expect(try await store.track(source: "pipevideo", generationID: "g-tracked", at: now).result == .tracked)
+            #expect(try await store.track(source: "pipevideo", generationID: "g-tracked", at: now).result == .alreadyTracked)
+            #expect(try await store.track(source: "pipevideo", generationID: "g-done", at: now).result == .alreadyFinished)
+            let idleSince = now - 600_000
+            #expect(Set(try await store.pollCandidates(now: now, idleSince: idleSince, limit: 10).map(\.generationID)) == ["g-stuck", "g-tracked"])
+
+            // Polled: due again only at the time recorded.
+            for id in ["g-stuck", "g-tracked"] {
+                try await store.recordPoll(PollCandidate(source: "pipevideo", generationID: id), result: PollResult(summary: "HTTP 200 in_progress", next: .pollAt(now + 600_000), failed: false), at: now)
+            }
+            #expect(try await store.pollCandidates(now: now, idleSince: idleSince, limit: 10).isEmpty)
+            #expect(try await store.pollCandidates(now: now + 600_000, idleSince: idleSince, limit: 10).count == 2)
+            // Failures count up and reset on success; a 404 stops for good.
+            let stuck = PollCandidate(source: "pipevideo", generationID: "g-stuck")
+            try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 500", next: .pollAt(now + 1), failed: true), at: now)
+            try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 500", next: .pollAt(now + 1), failed: true), at: now)
+            #expect(try await store.polling(generationID: "g-stuck").first?.failures == 2)
+            try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 404", next: .stop, failed: false), at: now)
+            let stopped = try #require(try await store.polling(generationID: "g-stuck").first)
+            #expect(stopped.state == .stopped && stopped.failures == 0 && stopped.lastResult == "HTTP 404" && !stopped.tracked)
+            #expect(try await store.pollCandidates(now: now + 600_000, idleSince: idleSince, limit: 10).map(\.generationID) == ["g-tracked"])
+
+            // A webhook that ends a polled generation ends its polling too, and a late poll record keeps it ended.
+            _ = try await store.ingest(Fixture.delivery(id: "m-tracked", generation: "g-tracked", status: .failed, at: now + 10))
+            #expect(try await store.polling(generationID: "g-tracked").first?.state == .done)
+            try await store.recordPoll(PollCandidate(source: "pipevideo", generationID: "g-tracked"), result: PollResult(summary: "HTTP 200 failed", next: .pollAt(now + 600_000), failed: false), at: now + 20)
+            #expect(try await store.polling(generationID: "g-tracked").first?.state == .done)
+            #expect(try await store.pollCandidates(now: now + 10 * day, idleSince: idleSince, limit: 10).isEmpty)
+
+            // Retention: the ended generation goes with its polling record; a stopped id nobody reported goes too.
+            _ = try await store.track(source: "pipevideo", generationID: "g-ghost", at: now)
+            try await store.recordPoll(PollCandidate(source: "pipevideo", generationID: "g-ghost"), result: PollResult(summary: "HTTP 404", next: .stop, failed: false), at: now)
+            _ = try await store.prune(nowMilliseconds: now + 40 * day, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false)
+            #expect(try await store.polling(generationID: "g-tracked").isEmpty)
+            #expect(try await store.polling(generationID: "g-ghost").isEmpty)
+            #expect(try await store.polling(generationID: "g-stuck").count == 1, "its generation is still open, so it stays")
+        }
+    }
+
+    /// Outbox jobs, claims, attempts, retries and their messages, replay and reprocess.
+    @Test(arguments: StoreKind.available)
+    func jobsLifecycleReplayAndReprocess(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            var delivery = Fixture.delivery(id: "m1", generation: "g1", status: .completed, at: 1_000)
+            delivery.routes = ["r", "s"]
+            _ = try await store.ingest(delivery)
+            // A second completed event and a stale one create no further job.
+            var again = Fixture.delivery(id: "m2", generation: "g1", status: .completed, at: 1_100)
+            again.routes = ["r", "s"]
+            _ = try await store.ingest(again)
+            #expect(try await store.jobs(state: nil, limit: 10).count == 2)
+            #expect(try await store.jobCounts() == [.pending: 2, .running: 0, .succeeded: 0, .dead: 0])
+            #expect(try await store.millisecondsUntilNextJob() == 0, "new jobs are due at once")
+
+            let claimed = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 1)
+            #expect(claimed.count == 1 && claimed[0].job.state == .running && claimed[0].job.leaseOwner == "a")
+            #expect(claimed[0].lease == JobLease(jobID: claimed[0].job.id, owner: "a", fence: 1))
+            #expect(claimed[0].event.eventID == "m1" && claimed[0].event.status == .completed && claimed[0].event.raw == delivery.body)
+            let job = claimed[0].job, lease = claimed[0].lease
+            #expect(try await store.renewLease(lease, leaseMilliseconds: 60_000))
+            #expect(try await store.renewLease(JobLease(jobID: job.id, owner: "b", fence: 1), leaseMilliseconds: 60_000) == false)
+            let retryRunning = await #expect(throws: StoreError.self) { try await store.retry(jobID: job.id, at: nowMilliseconds()) }
+            #expect(retryRunning?.message == "job \(job.id) is running right now")
+
+            let attempt = try await store.startAttempt(lease, step: 0, stepKind: "download", attempt: 1)
+            let artifact = JobArtifact(file: "/tmp/v.mp4", sha256: "ab", bytes: 42)
+            let advanced = try await store.finishAttempt(
+                attempt, lease: lease, result: AttemptResult(outcome: .succeeded, summary: "saved", httpStatus: 200, output: [1, 2]),
+                disposition: .advance(artifact: artifact, done: false)
+            )
+            #expect(advanced.state == .running && advanced.nextStep == 1 && advanced.artifact == artifact)
+            let second = try await store.startAttempt(lease, step: 1, stepKind: "exec", attempt: 1)
+            let retried = try await store.finishAttempt(
+                second, lease: lease, result: AttemptResult(outcome: .failed, summary: "exit 3", exitCode: 3),
+                disposition: .retry(delayMilliseconds: 60_000, error: "exit 3")
+            )
+            #expect(retried.state == .pending && retried.attempts == 1 && retried.lastError == "exit 3" && retried.leaseOwner == nil && retried.artifact == artifact)
+            #expect(retried.runAt >= harness.now() + 50_000, "the retry waits its delay by the store's clock")
+            // The lease ended with the retry: the holder can record nothing more.
+            let notOurs = await #expect(throws: StoreError.self) {
+                try await store.finishAttempt(second, lease: lease, result: AttemptResult(outcome: .succeeded, summary: "x"), disposition: .advance(artifact: nil, done: true))
+            }
+            #expect(notOurs?.kind == .fenced && notOurs?.message.contains("no longer leased by this process") == true)
+            let attempts = try await store.attempts(jobID: job.id)
+            #expect(attempts.map(\.outcome) == [.succeeded, .failed])
+            #expect(attempts[0].httpStatus == 200 && attempts[0].output == [1, 2] && attempts[1].exitCode == 3 && attempts[1].endedAt != nil)
+
+            let restarted = try await store.retry(jobID: job.id, at: nowMilliseconds())
+            #expect(restarted.state == .pending && restarted.attempts == 0 && restarted.nextStep == 1)
+            let missing = await #expect(throws: StoreError.self) { try await store.retry(jobID: "job_nope", at: 0) }
+            #expect(missing?.kind == .notFound && missing?.message == "no job job_nope")
+
+            // Released on shutdown: back to pending, its running attempt interrupted.
+            let reclaimed = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10)
+            #expect(Set(reclaimed.map(\.job.route)) == ["r", "s"])
+            let mine = try #require(reclaimed.first { $0.job.id == job.id })
+            #expect(mine.lease.fence == 2, "every claim increments the fence")
+            let third = try await store.startAttempt(mine.lease, step: 1, stepKind: "exec", attempt: 1)
+            try await store.releaseJob(JobLease(jobID: job.id, owner: "b", fence: 2))
+            #expect(try await store.attempts(jobID: job.id).last?.outcome == .running, "another owner's release changes nothing")
+            try await store.releaseJob(mine.lease)
+            let interrupted = try await store.attempts(jobID: job.id).last
+            #expect(interrupted?.id == third && interrupted?.outcome == .interrupted && interrupted?.summary == JobRules.interruptedByShutdown)
+            #expect(try await store.jobs(generationID: "g1", source: "pipevideo").map(\.route) == ["r", "s"])
+
+            // Dead jobs: retried all at once; a succeeded one cannot be retried.
+            let other = try #require(reclaimed.first { $0.job.id != job.id })
+            let lastAttempt = try await store.startAttempt(other.lease, step: 0, stepKind: "exec", attempt: 1)
+            _ = try await store.finishAttempt(lastAttempt, lease: other.lease, result: AttemptResult(outcome: .dead, summary: "no"), disposition: .dead(error: "no"))
+            #expect(try await store.jobs(state: .dead, limit: 10).map(\.id) == [other.job.id])
+            #expect(try await store.retryDead(at: nowMilliseconds()) == 1)
+            #expect(try await store.jobCounts() == [.pending: 2, .running: 0, .succeeded: 0, .dead: 0])
+            let finalClaim = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10)
+            #expect(finalClaim.count == 2)
+            for claimed in finalClaim {
+                let id = try await store.startAttempt(claimed.lease, step: claimed.job.nextStep, stepKind: "exec", attempt: 1)
+                _ = try await store.finishAttempt(id, lease: claimed.lease, result: AttemptResult(outcome: .succeeded, summary: "ok"), disposition: .advance(artifact: nil, done: true))
+            }
+            #expect(try await store.millisecondsUntilNextJob() == nil)
+            let done = await #expect(throws: StoreError.self) { try await store.retry(jobID: job.id, at: nowMilliseconds()) }
+            #expect(done?.message == "job \(job.id) already succeeded; use `pipehook replay m1` to run its routes again")
+
+            // Replay: new jobs even though the route ran; reprocess: stored bodies read again.
+            let replayed = try await store.replay(eventID: "m1", source: nil, routes: { $0 == .completed ? ["r"] : [] }, at: nowMilliseconds())
+            #expect(replayed.count == 1 && replayed[0].state == .pending && replayed[0].eventID == "m1")
+            #expect(try await store.jobs(state: .pending, limit: 10).count == 1)
+            await #expect(throws: StoreError.self) { try await store.replay(eventID: "nope", source: nil, routes: { _ in ["r"] }, at: 0) }
+            let body = Fixture.body(generation: "g2", status: "completed")
+            _ = try await store.ingest(IncomingDelivery(source: "pipevideo", deliveryID: "u1", receivedAt: 5, signedAt: 0, body: Array(body.utf8), content: .unrecognized(reason: "format was older")))
+            let result = try await store.reprocess(
+                decode: { (try? PipevideoFormat().decode($0.raw)).map { .event($0) } }, routes: { _ in ["r"] }, at: 10
+            )
+            #expect(result.recognized == 1 && result.unrecognized == 0)
+            #expect(try await store.generations(withID: "g2").first?.generation.status == .completed)
+            #expect(try await store.unrecognized(limit: 10).isEmpty)
+            #expect(try await store.jobs(state: .pending, limit: 10).count == 2)
+        }
+    }
+
+    /// SPEC §3.5: a lease expires by the store's clock; whoever claims the job after that gets a new
+    /// fence, the stalled holder's writes are refused, and its running attempt shows interrupted.
+    @Test(arguments: StoreKind.available)
+    func aStaleLeaseHolderCanRecordNothing(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            var delivery = Fixture.delivery(id: "m1", generation: "g1", status: .completed)
+            delivery.routes = ["r"]
+            _ = try await store.ingest(delivery)
+            let first = try #require(try await store.claimJobs(owner: "a", leaseMilliseconds: 5_000, limit: 10).first)
+            let stalled = try await store.startAttempt(first.lease, step: 0, stepKind: "exec", attempt: 1)
+            #expect(try await store.claimJobs(owner: "b", leaseMilliseconds: 5_000, limit: 10).isEmpty, "a live lease is never taken")
+            let wait = try #require(try await store.millisecondsUntilNextJob())
+            #expect(wait > 0 && wait <= 5_000, "the next thing due is the lease's end")
+
+            try await harness.elapse(5_500)
+            let second = try #require(try await store.claimJobs(owner: "b", leaseMilliseconds: 60_000, limit: 10).first)
+            #expect(second.job.id == first.job.id && second.lease.fence == first.lease.fence + 1)
+            #expect(try await store.attempts(jobID: first.job.id).map(\.outcome) == [.interrupted])
+            #expect(try await store.attempts(jobID: first.job.id).first?.summary == JobRules.interruptedByLostLease)
+
+            // The first holder comes back: every write it tries is refused and changes nothing.
+            #expect(try await store.renewLease(first.lease, leaseMilliseconds: 60_000) == false)
+            let late = await #expect(throws: StoreError.self) {
+                try await store.finishAttempt(stalled, lease: first.lease, result: AttemptResult(outcome: .succeeded, summary: "late"), disposition: .advance(artifact: nil, done: true))
+            }
+            #expect(late?.kind == .fenced)
+            let start = await #expect(throws: StoreError.self) { try await store.startAttempt(first.lease, step: 0, stepKind: "exec", attempt: 1) }
+            #expect(start?.kind == .fenced)
+            try await store.releaseJob(first.lease)
+            let job = try #require(try await store.jobs(state: .running, limit: 10).first)
+            #expect(job.leaseOwner == "b" && job.fence == second.lease.fence)
+            #expect(try await store.attempts(jobID: job.id).map(\.summary) == [JobRules.interruptedByLostLease])
+
+            // The new holder finishes normally.
+            let attempt = try await store.startAttempt(second.lease, step: 0, stepKind: "exec", attempt: 1)
+            let finished = try await store.finishAttempt(attempt, lease: second.lease, result: AttemptResult(outcome: .succeeded, summary: "ok"), disposition: .advance(artifact: nil, done: true))
+            #expect(finished.state == .succeeded && finished.leaseOwner == nil)
+        }
+    }
+
+    /// A renewed lease lasts from the renewal: a step longer than the lease keeps its job.
+    @Test(arguments: StoreKind.available)
+    func renewalKeepsTheJobPastTheFirstLease(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            var delivery = Fixture.delivery(id: "m1", generation: "g1", status: .completed)
+            delivery.routes = ["r"]
+            _ = try await store.ingest(delivery)
+            let claimed = try #require(try await store.claimJobs(owner: "a", leaseMilliseconds: 5_000, limit: 10).first)
+            for _ in 0..<3 {
+                try await harness.elapse(2_500)
+                #expect(try await store.renewLease(claimed.lease, leaseMilliseconds: 5_000))
+                #expect(try await store.claimJobs(owner: "b", leaseMilliseconds: 5_000, limit: 10).isEmpty)
+            }
+            // Past the last renewal's end, it can be taken.
+            try await harness.elapse(5_500)
+            #expect(try await store.claimJobs(owner: "b", leaseMilliseconds: 5_000, limit: 10).count == 1)
+        }
+    }
+
+    /// SPEC §3.5: a job keeps the route version it was created with, definition included.
+    @Test(arguments: StoreKind.available)
+    func jobsArePinnedToTheRouteVersionTheyWereCreatedFor(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let v1 = RoutePin(name: "archive", version: String(repeating: "a", count: 64), definition: #"{"route":{"name":"archive","steps":[1,2,3]}}"#)
+            let v2 = RoutePin(name: "archive", version: String(repeating: "b", count: 64), definition: #"{"route":{"name":"archive","steps":[1]}}"#)
+            var first = Fixture.delivery(id: "m1", generation: "g1", status: .completed)
+            first.routes = [v1, "legacy"]
+            _ = try await store.ingest(first)
+            var second = Fixture.delivery(id: "m2", generation: "g2", status: .completed)
+            second.routes = [v2]
+            _ = try await store.ingest(second)
+            let claimed = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10)
+            #expect(claimed.count == 3)
+            let byGeneration = Dictionary(grouping: claimed, by: \.job.generationID)
+            #expect(Set(byGeneration["g1"]?.map(\.route) ?? []) == [v1, "legacy"])
+            #expect(byGeneration["g2"]?.map(\.route) == [v2])
+            #expect(Set(claimed.map(\.job.routeVersion)) == [v1.version, v2.version, nil])
+            let replayed = try await store.replay(eventID: "m2", source: nil, routes: { _ in [v1] }, at: nowMilliseconds())
+            #expect(replayed.map(\.routeVersion) == [v1.version])
+        }
+    }
+
+    /// A job whose event was pruned cannot run: it is dead-lettered when claimed.
+    @Test(arguments: StoreKind.available)
+    func claimingAJobWhoseEventIsGoneDeadLettersIt(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            var delivery = Fixture.delivery(id: "m1", generation: "g1", status: .completed)
+            delivery.routes = ["r"]
+            _ = try await store.ingest(delivery)
+            try await harness.execute("DELETE FROM events")
+            #expect(try await store.claimJobs(owner: "a", leaseMilliseconds: 100, limit: 10).isEmpty)
+            let dead = try #require(try await store.jobs(state: .dead, limit: 10).first)
+            #expect(dead.lastError == JobRules.eventGone && dead.leaseOwner == nil)
+        }
+    }
+}
