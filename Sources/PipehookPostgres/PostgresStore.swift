@@ -31,6 +31,9 @@ public final class PostgresStore: Sendable {
     let answerTimeout: Duration
     /// The task running `client.run()`: the client leases no connection without it.
     private let runner = Mutex<Task<Void, Never>?>(nil)
+    /// Concurrent ingests share transactions; set once in `init`.
+    private let groupBox = Mutex<GroupCommit<IncomingDelivery, IntakeOutcome>?>(nil)
+    var group: GroupCommit<IncomingDelivery, IntakeOutcome> { groupBox.withLock { $0! } }
 
     /// Creates the store and its client without running the client; see `open` for a ready store.
     public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), answerTimeout: Duration = .seconds(60), logger: Logger) {
@@ -40,6 +43,13 @@ public final class PostgresStore: Sendable {
         self.logger = logger
         self.leaseTimeout = leaseTimeout
         self.answerTimeout = answerTimeout
+        // Weak: the batcher lives inside the store it commits to.
+        groupBox.withLock { box in
+            box = GroupCommit(maxBatch: 256) { [weak self] batch in
+                guard let self else { return batch.map { _ in .failure(StoreError(.unavailable, "the store is closed")) } }
+                return await self.commit(batch)
+            }
+        }
     }
 
     /// A ready store: its client runs in a task the store owns until `close()`, and the schema
@@ -163,8 +173,20 @@ public final class PostgresStore: Sendable {
     func leased<T: Sendable>(
         _ what: String, answerTimeout: Duration? = nil, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
     ) async throws(StoreError) -> T {
-        let client = self.client, leaseTimeout = self.leaseTimeout, answerTimeout = answerTimeout ?? self.answerTimeout
-        let result: Result<T, any Error> = await withCheckedContinuation { continuation in
+        let leaseTimeout = self.leaseTimeout, answerTimeout = answerTimeout ?? self.answerTimeout
+        let result = await leasedResult(answerTimeout: answerTimeout, body)
+        switch result {
+        case .success(let value): return value
+        case .failure(let error): throw Self.describeFailure(error, what, leaseTimeout: leaseTimeout, answerTimeout: answerTimeout).error
+        }
+    }
+
+    /// `leased` without the mapping: the raw failure, for callers that must know whether it rolled back.
+    func leasedResult<T: Sendable>(
+        answerTimeout: Duration, _ body: @escaping @Sendable (PostgresConnection) async throws -> T
+    ) async -> Result<T, any Error> {
+        let client = self.client, leaseTimeout = self.leaseTimeout
+        return await withCheckedContinuation { continuation in
             let race = LeaseRace(), once = Once()
             let finish: @Sendable (Result<T, any Error>) -> Void = { result in
                 if once.claim() { continuation.resume(returning: result) }
@@ -202,13 +224,27 @@ public final class PostgresStore: Sendable {
                 }
             })
         }
-        switch result {
-        case .success(let value): return value
-        case .failure(is LeaseTimeout):
-            throw StoreError(.unavailable, "\(what) failed: no PostgreSQL connection within \(leaseTimeout) (is the server up?)")
-        case .failure(is NoAnswer):
-            throw StoreError(.unavailable, "\(what) failed: no answer from PostgreSQL within \(answerTimeout); connection closed")
-        case .failure(let error): throw Self.storeError(error, what)
+    }
+
+    /// What a failed call means for the caller: its `StoreError`, and whether nothing it did can
+    /// have been committed (no connection came, or the server refused a statement and the
+    /// transaction was rolled back) — as opposed to an outcome that is unknown (no answer, or the
+    /// connection failed around the commit).
+    static func describeFailure(
+        _ error: any Error, _ what: String, leaseTimeout: Duration, answerTimeout: Duration
+    ) -> (error: StoreError, rolledBack: Bool) {
+        switch error {
+        case is LeaseTimeout:
+            return (StoreError(.unavailable, "\(what) failed: no PostgreSQL connection within \(leaseTimeout) (is the server up?)"), true)
+        case is NoAnswer:
+            return (StoreError(.unavailable, "\(what) failed: no answer from PostgreSQL within \(answerTimeout); connection closed"), false)
+        case let transaction as PostgresTransactionError:
+            let rolledBack = transaction.beginError != nil
+                || (transaction.closureError != nil && transaction.rollbackError == nil && transaction.commitError == nil
+                    && ((transaction.closureError as? PSQLError)?.serverInfo != nil || transaction.closureError is StoreError))
+            return (storeError(error, what), rolledBack)
+        default:
+            return (storeError(error, what), false)
         }
     }
 
@@ -246,80 +282,46 @@ public final class PostgresStore: Sendable {
 // MARK: WebhookStore
 
 extension PostgresStore: WebhookStore {
+    /// Concurrent deliveries share one transaction (see `PostgresStore+Ingest.swift`).
     public func ingest(_ delivery: IncomingDelivery) async throws(StoreError) -> IntakeOutcome {
-        try await write("ingest") { connection, logger in try await Self.ingest(delivery, connection, logger) }
+        try await group.submit(delivery).get()
     }
 
-    /// Runs inside the delivery's transaction; mirrors `SQLiteStore.ingest` step by step.
-    private static func ingest(_ delivery: IncomingDelivery, _ db: PostgresConnection, _ logger: Logger) async throws -> IntakeOutcome {
-        if let seq = delivery.reprocessing {
-            try await db.query("UPDATE unrecognized SET reprocessed_at = \(delivery.receivedAt) WHERE seq = \(seq)", logger: logger)
-            if case .unrecognized = delivery.content { return .unrecognized }
-        } else if delivery.origin == .webhook {
-            // Another instance inserting the same id first makes this wait for its commit, then
-            // find the row: exactly one of them accepts the delivery.
-            let inserted = try await db.query("""
-                INSERT INTO deliveries (source, delivery_id, received_at)
-                VALUES (\(delivery.source), \(delivery.deliveryID), \(delivery.receivedAt))
-                ON CONFLICT DO NOTHING RETURNING 1
-                """, logger: logger).collect()
-            if inserted.isEmpty { return .duplicate }
+    /// One transaction for the batch. A batch the server refused (a deadlock it broke, a bad row)
+    /// was rolled back: it is tried again one delivery per transaction, so one cannot fail the
+    /// others. A batch whose outcome is unknown (no answer, a connection lost around the commit)
+    /// fails whole as `unavailable`: its senders retry, and a delivery that did commit then reads
+    /// as the duplicate it is — never accepted twice, never lost.
+    func commit(_ batch: [IncomingDelivery]) async -> [Result<IntakeOutcome, StoreError>] {
+        let first = await ingestTransaction(batch)
+        switch first {
+        case .success(let outcomes): return outcomes.map { .success($0) }
+        case .failure(let failure):
+            if batch.count == 1 || !failure.rolledBack { return batch.map { _ in .failure(failure.error) } }
         }
-        switch delivery.content {
-        case .unrecognized(let reason):
-            try await db.query("""
-                INSERT INTO unrecognized (source, delivery_id, received_at, signed_at, reason, raw)
-                VALUES (\(delivery.source), \(delivery.deliveryID), \(delivery.receivedAt), \(delivery.signedAt), \(reason),
-                        \(ByteBuffer(bytes: delivery.body)))
-                ON CONFLICT DO NOTHING
-                """, logger: logger)
-            return .unrecognized
-        case .event(let event):
-            // One event of a generation at a time across instances, held until commit: the
-            // status read below is the one the transition is applied to.
-            try await lockGeneration(source: delivery.source, generationID: event.generationID, db, logger)
-            let current = try await db.query("""
-                SELECT status FROM generations WHERE generation_id = \(event.generationID) AND source = \(delivery.source)
-                """, logger: logger).collect().first.map { try status(try $0.decode(String.self), column: "generations.status") }
-            let transition = Lifecycle.transition(from: current, to: event.status)
-            let recorded = try await db.query("""
-                INSERT INTO events (event_id, source, origin, event_type, generation_id, status, previous_status, transition,
-                                    output_url, error_message, received_at, signed_at, raw)
-                VALUES (\(delivery.deliveryID), \(delivery.source), \(delivery.origin.rawValue), \(event.eventType),
-                        \(event.generationID), \(event.status.rawValue), \(current?.rawValue), \(transition.rawValue),
-                        \(event.outputURL), \(event.errorMessage), \(delivery.receivedAt), \(delivery.signedAt),
-                        \(ByteBuffer(bytes: delivery.body)))
-                ON CONFLICT DO NOTHING RETURNING seq
-                """, logger: logger).collect()
-            // An event id still in the timeline after its delivery id was pruned: a replay.
-            if recorded.isEmpty { return .duplicate }
-            if transition.changesState {
-                try await db.query("""
-                    INSERT INTO generations (source, generation_id, status, output_url, error_message,
-                                             created_at, updated_at, last_event_id)
-                    VALUES (\(delivery.source), \(event.generationID), \(event.status.rawValue), \(event.outputURL),
-                            \(event.errorMessage), \(delivery.receivedAt), \(delivery.receivedAt), \(delivery.deliveryID))
-                    ON CONFLICT (generation_id, source) DO UPDATE SET
-                        status = excluded.status, output_url = excluded.output_url,
-                        error_message = excluded.error_message, updated_at = excluded.updated_at,
-                        last_event_id = excluded.last_event_id
-                    """, logger: logger)
-                // A generation that ended needs no more polling.
-                if event.status.isTerminal {
-                    try await db.query("""
-                        UPDATE polls SET state = 'done', updated_at = \(delivery.receivedAt)
-                        WHERE generation_id = \(event.generationID) AND source = \(delivery.source) AND state = 'active'
-                        """, logger: logger)
-                }
-                // Transactional outbox: the jobs commit with the transition or not at all, pinned
-                // to their route versions. The unique index `jobs_once` makes a second job for
-                // the route a no-op, not an error.
-                for route in delivery.routes {
-                    try await insertJob(route: route, source: delivery.source, generationID: event.generationID,
-                                        eventID: delivery.deliveryID, at: delivery.receivedAt, replay: false, db, logger)
-                }
+        var results: [Result<IntakeOutcome, StoreError>] = []
+        for delivery in batch {
+            switch await ingestTransaction([delivery]) {
+            case .success(let outcomes): results.append(.success(outcomes[0]))
+            case .failure(let failure): results.append(.failure(failure.error))
             }
-            return .accepted(generationID: event.generationID, status: event.status, transition: transition, previous: current)
+        }
+        return results
+    }
+
+    struct IngestFailure: Error {
+        var error: StoreError
+        var rolledBack: Bool
+    }
+
+    private func ingestTransaction(_ batch: [IncomingDelivery]) async -> Result<[IntakeOutcome], IngestFailure> {
+        let logger = self.logger
+        let result = await leasedResult(answerTimeout: answerTimeout) { connection in
+            try await connection.withTransaction(logger: logger) { connection in try await Self.ingest(batch, connection, logger) }
+        }
+        return result.mapError { error in
+            let (storeError, rolledBack) = Self.describeFailure(error, "ingest", leaseTimeout: leaseTimeout, answerTimeout: answerTimeout)
+            return IngestFailure(error: storeError, rolledBack: rolledBack)
         }
     }
 

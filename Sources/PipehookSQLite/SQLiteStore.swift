@@ -76,10 +76,11 @@ public final class SQLiteStore: WebhookStore {
         }
         let pool = self.pool
         let commits = self.commits
+        let clock = options.clock
         group = GroupCommit(maxBatch: options.maxBatch) { batch in
             // Unstructured on purpose: GRDB interrupts a write whose task is cancelled, and the
             // leader's request being cancelled must not abort everyone's commit.
-            let results = await Task { await Self.commit(batch, pool: pool) }.value
+            let results = await Task { await Self.commit(batch, pool: pool, clock: clock) }.value
             commits.value.add(1, ordering: .relaxed)
             return results
         }
@@ -88,16 +89,18 @@ public final class SQLiteStore: WebhookStore {
     /// One transaction for the whole batch, on GRDB's writer thread so that no thread of the
     /// cooperative pool ever blocks on the disk. If the batch fails, each delivery is retried in
     /// its own transaction so that one bad row cannot fail the others.
-    private static func commit(_ batch: [IncomingDelivery], pool: DatabasePool) async -> [Result<IntakeOutcome, StoreError>] {
+    private static func commit(
+        _ batch: [IncomingDelivery], pool: DatabasePool, clock: @escaping @Sendable () -> Int64
+    ) async -> [Result<IntakeOutcome, StoreError>] {
         do {
-            return try await pool.write { db in try batch.map { try ingest($0, db) } }.map { .success($0) }
+            return try await pool.write { db in try ingest(batch, db, now: clock()) }.map { .success($0) }
         } catch {
             if batch.count == 1 { return [.failure(StoreError(.unavailable, "SQLite commit failed: \(describe(error))"))] }
         }
         var results: [Result<IntakeOutcome, StoreError>] = []
         for delivery in batch {
             do {
-                results.append(.success(try await pool.write { db in try ingest(delivery, db) }))
+                results.append(.success(try await pool.write { db in try ingest([delivery], db, now: clock())[0] }))
             } catch {
                 results.append(.failure(StoreError(.unavailable, "SQLite commit failed: \(describe(error))")))
             }
@@ -109,75 +112,96 @@ public final class SQLiteStore: WebhookStore {
         try await group.submit(delivery).get()
     }
 
-    /// Runs inside the batch transaction.
-    private static func ingest(_ delivery: IncomingDelivery, _ db: Database) throws -> IntakeOutcome {
-        if let seq = delivery.reprocessing {
-            try db.execute(sql: "UPDATE unrecognized SET reprocessed_at = ? WHERE seq = ?", arguments: [delivery.receivedAt, seq])
-            if case .unrecognized = delivery.content { return .unrecognized }
-        } else if delivery.origin == .webhook {
-            let dedup = try db.cachedStatement(sql: """
-                INSERT INTO deliveries (source, delivery_id, received_at) VALUES (?, ?, ?)
-                ON CONFLICT DO NOTHING
-                """)
-            try dedup.execute(arguments: [delivery.source, delivery.deliveryID, delivery.receivedAt])
-            if db.changesCount == 0 { return .duplicate }
+    /// Runs inside the batch transaction: reads the facts `IngestRules` needs (the write lock is
+    /// held, so nothing changes under them), then writes its plan.
+    static func ingest(_ batch: [IncomingDelivery], _ db: Database, now: Int64) throws -> [IntakeOutcome] {
+        let plan = IngestRules.plan(batch, facts: try facts(IngestRules.needs(batch), db, now: now))
+        try persist(plan, db)
+        return plan.outcomes
+    }
+
+    static func facts(_ needs: IngestRules.Needs, _ db: Database, now: Int64) throws -> IngestFacts {
+        var facts = IngestFacts(now: now)
+        let delivery = try db.cachedStatement(sql: "SELECT 1 FROM deliveries WHERE source = ? AND delivery_id = ?")
+        for key in needs.deliveries where try Bool.fetchOne(delivery, arguments: [key.source, key.id]) != nil {
+            facts.seenDeliveries.insert(key)
         }
-        switch delivery.content {
-        case .unrecognized(let reason):
+        let event = try db.cachedStatement(sql: "SELECT 1 FROM events WHERE source = ? AND event_id = ?")
+        for key in needs.events where try Bool.fetchOne(event, arguments: [key.source, key.id]) != nil {
+            facts.storedEvents.insert(key)
+        }
+        let generation = try db.cachedStatement(sql: "SELECT status FROM generations WHERE generation_id = ? AND source = ?")
+        for key in needs.generations {
+            if let text = try String.fetchOne(generation, arguments: [key.generationID, key.source]) {
+                facts.statuses[key] = try status(text, column: "generations.status")
+            }
+        }
+        let jobs = try db.cachedStatement(sql: "SELECT route FROM jobs WHERE generation_id = ? AND source = ? AND replay = 0")
+        for key in needs.jobRoutes where facts.statuses[key] != nil {
+            let routes = try String.fetchAll(jobs, arguments: [key.generationID, key.source])
+            if !routes.isEmpty { facts.jobRoutes[key] = Set(routes) }
+        }
+        return facts
+    }
+
+    /// Writes exactly what the rules decided.
+    static func persist(_ plan: IngestPlan, _ db: Database) throws {
+        for seq in plan.reprocessed {
+            try db.cachedStatement(sql: "UPDATE unrecognized SET reprocessed_at = ? WHERE seq = ?").execute(arguments: [seq.at, seq.seq])
+        }
+        for row in plan.deliveries {
+            try db.cachedStatement(sql: "INSERT INTO deliveries (source, delivery_id, received_at) VALUES (?, ?, ?)")
+                .execute(arguments: [row.source, row.deliveryID, row.receivedAt])
+        }
+        for row in plan.unrecognized {
+            // A delivery id past the dedup window sent again: its raw copy is already kept.
             try db.cachedStatement(sql: """
                 INSERT INTO unrecognized (source, delivery_id, received_at, signed_at, reason, raw)
                 VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
-                """).execute(arguments: [
-                    delivery.source, delivery.deliveryID, delivery.receivedAt, delivery.signedAt, reason,
-                    Data(delivery.body),
-                ])
-            return .unrecognized
-        case .event(let event):
-            let currentText = try String.fetchOne(
-                db.cachedStatement(sql: "SELECT status FROM generations WHERE generation_id = ? AND source = ?"),
-                arguments: [event.generationID, delivery.source]
-            )
-            let current = currentText.flatMap(GenerationStatus.init(rawValue:))
-            let transition = Lifecycle.transition(from: current, to: event.status)
+                """).execute(arguments: [row.source, row.deliveryID, row.receivedAt, row.signedAt, row.reason, Data(row.raw)])
+        }
+        for row in plan.events {
             try db.cachedStatement(sql: """
                 INSERT INTO events (event_id, source, origin, event_type, generation_id, status, previous_status, transition,
                                     output_url, error_message, received_at, signed_at, raw)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """).execute(arguments: [
-                    delivery.deliveryID, delivery.source, delivery.origin.rawValue, event.eventType, event.generationID,
-                    event.status.rawValue, current?.rawValue, transition.rawValue, event.outputURL, event.errorMessage,
-                    delivery.receivedAt, delivery.signedAt, Data(delivery.body),
+                    row.eventID, row.source, row.origin.rawValue, row.eventType, row.generationID, row.status.rawValue,
+                    row.previousStatus?.rawValue, row.transition.rawValue, row.outputURL, row.errorMessage, row.receivedAt,
+                    row.signedAt, Data(row.raw),
                 ])
-            // An event id still in the timeline after its delivery id was pruned: a replay.
-            if db.changesCount == 0 { return .duplicate }
-            if transition.changesState {
-                try db.cachedStatement(sql: """
-                    INSERT INTO generations (source, generation_id, status, output_url, error_message,
-                                             created_at, updated_at, last_event_id)
-                    VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (generation_id, source) DO UPDATE SET
-                        status = excluded.status, output_url = excluded.output_url,
-                        error_message = excluded.error_message, updated_at = excluded.updated_at,
-                        last_event_id = excluded.last_event_id
-                    """).execute(arguments: [
-                        delivery.source, event.generationID, event.status.rawValue, event.outputURL, event.errorMessage,
-                        delivery.receivedAt, delivery.receivedAt, delivery.deliveryID,
-                    ])
-                // A generation that ended needs no more polling; keeps the reconciler's scan to
-                // the live ones. An index probe that finds nothing when the id was never polled.
-                if event.status.isTerminal {
-                    try db.cachedStatement(sql: """
-                        UPDATE polls SET state = 'done', updated_at = ? WHERE generation_id = ? AND source = ? AND state = 'active'
-                        """).execute(arguments: [delivery.receivedAt, event.generationID, delivery.source])
-                }
-                // Transactional outbox: the jobs commit with the transition or not at all, each
-                // pinned to the route version it was created for.
-                for route in delivery.routes {
-                    try insertJob(route: route, source: delivery.source, generationID: event.generationID,
-                                  eventID: delivery.deliveryID, at: delivery.receivedAt, replay: false, db)
-                }
-            }
-            return .accepted(generationID: event.generationID, status: event.status, transition: transition, previous: current)
+        }
+        for row in plan.generations {
+            try db.cachedStatement(sql: """
+                INSERT INTO generations (source, generation_id, status, output_url, error_message, created_at, updated_at, last_event_id)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (generation_id, source) DO UPDATE SET
+                    status = excluded.status, output_url = excluded.output_url, error_message = excluded.error_message,
+                    updated_at = excluded.updated_at, last_event_id = excluded.last_event_id
+                """).execute(arguments: [
+                    row.source, row.generationID, row.status.rawValue, row.outputURL, row.errorMessage, row.createdAt,
+                    row.updatedAt, row.lastEventID,
+                ])
+        }
+        for row in plan.finishedPolling {
+            // An index probe that finds nothing when the id was never polled.
+            try db.cachedStatement(sql: """
+                UPDATE polls SET state = 'done', updated_at = ? WHERE generation_id = ? AND source = ? AND state = 'active'
+                """).execute(arguments: [row.at, row.key.generationID, row.key.source])
+        }
+        for route in plan.routeVersions {
+            try db.cachedStatement(sql: """
+                INSERT INTO route_versions (version, name, definition, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING
+                """).execute(arguments: [route.version, route.name, route.definition, plan.jobs.first?.runAt ?? 0])
+        }
+        for job in plan.jobs {
+            try db.cachedStatement(sql: """
+                INSERT INTO jobs (id, source, generation_id, route, route_version, event_id, state, run_at, created_at, updated_at, replay)
+                VALUES (?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, 0)
+                """).execute(arguments: [
+                    job.id, job.source, job.generationID, job.route.name, job.route.isPinned ? job.route.version : nil, job.eventID,
+                    job.runAt, job.createdAt, job.createdAt,
+                ])
         }
     }
 

@@ -230,6 +230,8 @@ import Testing
             requests.shuffle()
             var configuration = HTTPClient.Configuration()
             configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
+            // A busy machine may keep a request waiting for one of the 32 connections a while.
+            configuration.timeout = .init(connect: .seconds(60), read: .seconds(60))
             let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
             // Shut down whatever happens: a client released unshut traps the whole test process.
             let outcome: Result<[String: Int], any Error>

@@ -151,7 +151,7 @@ struct PostgresInstancesTests {
     }
 
     /// Instance A dies mid-step (its connections gone, as after `kill -9`; its dispatcher then
-    /// stopped without being able to release the job). Its 1 s lease runs out; instance B takes
+    /// stopped without being able to release the job). Its 4 s lease runs out; instance B takes
     /// the job over, marks A's attempt interrupted and runs that step again, and only then.
     @Test func deadInstancesJobIsReclaimedAfterItsLeaseExpires() async throws {
         try await TestSchema.with { schema in
@@ -175,7 +175,7 @@ struct PostgresInstancesTests {
                 }
             }
             let hanging = Hanging()
-            let dispatcherA = Dispatcher(store: a, routes: RouteTable(Self.twoSteps), runners: hanging.runners, logger: Fixture.logger, options: dispatcherOptions(lease: 1_000))
+            let dispatcherA = Dispatcher(store: a, routes: RouteTable(Self.twoSteps), runners: hanging.runners, logger: Fixture.logger, options: dispatcherOptions(lease: 4_000))
             let runningA = Task { try await dispatcherA.run() }
             let deadline = ContinuousClock.now.advanced(by: .seconds(20))
             while hanging.started.load(ordering: .acquiring) == 0, ContinuousClock.now < deadline {
@@ -189,7 +189,7 @@ struct PostgresInstancesTests {
             let lastLease = try #require(leased.leaseUntil)
 
             let steps = RecordingSteps()
-            let dispatcherB = Dispatcher(store: b, routes: RouteTable(Self.twoSteps), runners: steps.runners, logger: Fixture.logger, options: dispatcherOptions(lease: 1_000))
+            let dispatcherB = Dispatcher(store: b, routes: RouteTable(Self.twoSteps), runners: steps.runners, logger: Fixture.logger, options: dispatcherOptions(lease: 4_000))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await dispatcherB.run() }
                 let deadline = ContinuousClock.now.advanced(by: .seconds(20))
