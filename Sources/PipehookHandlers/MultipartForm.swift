@@ -1,0 +1,43 @@
+import Foundation
+import PipehookSignature
+
+/// The framing of a `body: multipart` re-POST (SPEC §5): an `event` part with the event document
+/// and a `file` part with the downloaded file. Only the parts around the file are built here; the
+/// file's bytes are streamed between `head` and `tail` (see `MultipartBody`), so memory stays flat.
+///
+/// Pure and deterministic for a given boundary, so it is table-tested and fuzzed (Fuzz/).
+public struct MultipartForm: Sendable, Equatable {
+    public let boundary: String
+    /// Everything before the file's bytes: the event part, then the file part's headers.
+    public let head: [UInt8]
+    /// Everything after the file's bytes: the closing delimiter.
+    public let tail: [UInt8]
+    /// The `filename` parameter of the file part, as sent.
+    public let fileName: String
+
+    /// `filePath` is the saved file; only its last component is sent.
+    public init(boundary: String, document: [UInt8], filePath: String) {
+        self.boundary = boundary
+        let fileName = Self.fileName(filePath)
+        self.fileName = fileName
+        head = Array((
+            "--\(boundary)\r\nContent-Disposition: form-data; name=\"event\"\r\nContent-Type: application/json\r\n\r\n"
+            + String(decoding: document, as: UTF8.self)
+            + "\r\n--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\(fileName)\"\r\n"
+            + "Content-Type: application/octet-stream\r\n\r\n"
+        ).utf8)
+        tail = Array("\r\n--\(boundary)--\r\n".utf8)
+    }
+
+    /// `pipehook-` and 24 random hex digits: a file cannot contain the delimiter by chance.
+    public static func randomBoundary() -> String {
+        "pipehook-" + Crypto.randomBytes(12).hexString
+    }
+
+    public var contentType: String { "multipart/form-data; boundary=\(boundary)" }
+
+    /// The last path component, made safe for a quoted header parameter.
+    static func fileName(_ path: String) -> String {
+        (path as NSString).lastPathComponent.replacingOccurrences(of: "\"", with: "_")
+    }
+}
