@@ -36,8 +36,14 @@ public struct MultipartForm: Sendable, Equatable {
 
     public var contentType: String { "multipart/form-data; boundary=\(boundary)" }
 
-    /// The last path component, made safe for a quoted header parameter.
+    /// The last path component, made safe for a quoted header parameter: `"`, `\\` and control
+    /// characters become `_`, so a name can neither end the parameter nor start a new header line
+    /// (a CR LF in a name injected headers; found by Fuzz/, event_document). Empty becomes `file`.
     static func fileName(_ path: String) -> String {
-        (path as NSString).lastPathComponent.replacingOccurrences(of: "\"", with: "_")
+        let last = (path as NSString).lastPathComponent
+        let safe = String(String.UnicodeScalarView(last.unicodeScalars.map { scalar -> Unicode.Scalar in
+            (scalar.value < 0x20 || scalar.value == 0x7F || scalar == "\"" || scalar == "\\") ? "_" : scalar
+        }))
+        return safe.isEmpty ? "file" : safe
     }
 }
