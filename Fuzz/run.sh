@@ -133,7 +133,7 @@ for t in "${TARGETS[@]}"; do
     log=$OUT/$t.log
     echo "fuzz: $t for ${MODE}s"
     set +e
-    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$OUT/bin/$t" -max_total_time="$MODE" -timeout=10 -rss_limit_mb=2048 \
+    SWIFT_BACKTRACE=enable=no ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1} "$OUT/bin/$t" -max_total_time="$MODE" -timeout=10 -rss_limit_mb=2048 \
         -max_len=8192 -print_final_stats=1 -artifact_prefix="$OUT/artifacts/$t/" \
         "$OUT/corpus/$t" "$ROOT/Fuzz/corpus/$t" >"$log" 2>&1
     rc=$?
