@@ -174,3 +174,26 @@ import Testing
         #expect(!accepts("{" + keys.joined(separator: ",") + #","\u006b12345":0}"#))
     }
 }
+
+/// Issue 10 item 6: log lines and JSON documents stay one line, and sender-controlled ids are clipped.
+@Suite struct LineSafetyTests {
+    @Test func lineAndParagraphSeparatorsAreEscaped() throws {
+        let quoted = JSONText.quote("a\u{2028}b\u{2029}c")
+        #expect(quoted == #""a\u2028b\u2029c""#)
+        #expect(!quoted.unicodeScalars.contains { $0 == "\u{2028}" || $0 == "\u{2029}" })
+        let parsed = try JSONSerialization.jsonObject(with: Data(quoted.utf8), options: [.fragmentsAllowed]) as? String
+        #expect(parsed == "a\u{2028}b\u{2029}c")
+    }
+
+    @Test func identifiersAreClippedWithAMarker() {
+        #expect(LogText.clip("msg_1") == "msg_1")
+        let exact = String(repeating: "a", count: LogText.identifierLimit)
+        #expect(LogText.clip(exact) == exact)
+        let long = String(repeating: "b", count: 64 * 1024)
+        #expect(LogText.clip(long) == String(repeating: "b", count: LogText.identifierLimit) + LogText.clippedMarker)
+        // Cut between scalars, never inside one.
+        let wide = String(repeating: "é", count: 100)
+        let clipped = LogText.clip(wide)
+        #expect(clipped == String(repeating: "é", count: 64) + LogText.clippedMarker)
+    }
+}
