@@ -5,6 +5,8 @@
 #   Fuzz/run.sh build                 only build
 #   Fuzz/run.sh list                  print the target names
 #
+# FUZZ_OUT=DIR builds and runs elsewhere than .build-fuzz/ (a CI cache, a copy beside a long run).
+#
 # The needed sources are compiled directly with swiftc (no SwiftPM build of the server
 # dependencies): each module the targets import is a static library built with
 # `-sanitize=fuzzer,address` so its code is instrumented. Exits non-zero when a target crashes,
@@ -14,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-OUT=$ROOT/.build-fuzz
+OUT=${FUZZ_OUT:-$ROOT/.build-fuzz}
 TARGETS_ALL=(signature pipevideo pipevideo_api strict_json settings path_template event_document)
 YAMS_VERSION=6.2.2
 
@@ -32,10 +34,11 @@ for t in "${TARGETS[@]}"; do
     [[ " ${TARGETS_ALL[*]} " == *" $t "* ]] || { echo "unknown target: $t" >&2; usage; }
 done
 
-# --- What the build needs: libcrypto headers (PipehookSignature), git (Yams), the toolchain. ---
+# --- What the build needs: libcrypto headers (PipehookSignature), git (Yams), ar, the toolchain. ---
 need=()
 pkg-config --exists libcrypto 2>/dev/null || need+=(libssl-dev pkg-config)
 command -v git >/dev/null || need+=(git)
+command -v ar >/dev/null || need+=(binutils)
 if [ ${#need[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         export DEBIAN_FRONTEND=noninteractive

@@ -127,7 +127,6 @@ func checkBase64(_ bytes: [UInt8]) {
         let padding = text.utf8.count - body.count
         let canonical = body.allSatisfy { $0 != UInt8(ascii: "=") } && padding <= 2 && text.utf8.count % 4 == 0 && !body.isEmpty
         if canonical { check(Base64.decode(text) == Array(foundation), "Foundation decodes \(text.debugDescription) differently") }
-
     }
 }
 

@@ -87,7 +87,7 @@ import Testing
     let format = PipevideoFormat()
     static let head = #"{"eventType":"video.generation.completed","#
 
-    func reason(_ json: String) -> String? {
+    func refusal(_ json: String) -> String? {
         do {
             _ = try format.decode(Array(json.utf8))
             return nil
@@ -105,20 +105,20 @@ import Testing
         #"{"eventType":"video.generation.completed","generationId":"gen_a","status":"completed","outputUrl":"https://a","outputUrl":"https://b"}"#,
     ])
     func duplicateKeysAreNotInterpretable(_ body: String) throws {
-        let reason = try #require(reason(body), "decoded a body with a duplicate key")
+        let reason = try #require(refusal(body), "decoded a body with a duplicate key")
         #expect(reason.hasPrefix("duplicate key"), "\(reason)")
     }
 
     @Test(arguments: ["gen_x\\u0000other", "gen\\u0001", "gen\\u001f", "gen\\u007f", "gen\\nx", "gen\\tx", "gen\\rx"])
     func controlCharactersInTheGenerationIDAreNotInterpretable(_ id: String) throws {
         let body = Self.head + #""generationId":"\#(id)","status":"completed"}"#
-        let reason = try #require(reason(body), "decoded generationId \(id)")
+        let reason = try #require(refusal(body), "decoded generationId \(id)")
         #expect(reason == "generationId contains a control character")
     }
 
     @Test func controlCharactersInTheEventTypeOrStatusAreNotInterpretable() {
-        #expect(reason(#"{"eventType":"video.generation.completed\u0000","generationId":"g","status":"completed"}"#) == "eventType contains a control character")
-        #expect(reason(#"{"eventType":"video.generation.completed","generationId":"g","status":"completed\u0000"}"#) == "status contains a control character")
+        #expect(refusal(#"{"eventType":"video.generation.completed\u0000","generationId":"g","status":"completed"}"#) == "eventType contains a control character")
+        #expect(refusal(#"{"eventType":"video.generation.completed","generationId":"g","status":"completed\u0000"}"#) == "status contains a control character")
     }
 
     @Test func otherTextMayCarryControlCharactersAndUnicode() throws {
