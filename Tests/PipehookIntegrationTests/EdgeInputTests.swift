@@ -20,9 +20,8 @@ import Glibc
         let dir = TempDir()
         let store = try SQLiteStore(path: dir.path + "/pipehook.sqlite")
         let app = Daemon.application(settings: Fixture.settings(dir: dir.path), store: store, logger: log?.logger ?? Fixture.logger)
-        try await withExtendedLifetime(dir) {
-            try await app.test(.router) { client in try await test(client, store) }
-        }
+        defer { withExtendedLifetime(dir) {} }  // the folder outlives the app
+        try await app.test(.router) { client in try await test(client, store) }
     }
 
     @Test(arguments: [
