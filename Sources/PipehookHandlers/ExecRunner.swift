@@ -338,7 +338,7 @@ public struct ExecRunner: Sendable {
         logger[metadataKey: "attempt"] = "\(context.attempt)"
         StepLog.addEvent(context, to: &logger)
         // Only the program name: arguments and environment values may carry secrets.
-        logger[metadataKey: "command"] = "\((executable as NSString).lastPathComponent)"
+        logger[metadataKey: "command"] = "\(DownloadPath.lastComponent(executable))"
         return logger
     }
 }

@@ -1,4 +1,3 @@
-import Foundation
 import PipehookSignature
 
 /// The framing of a `body: multipart` re-POST (SPEC §5): an `event` part with the event document
@@ -40,7 +39,7 @@ public struct MultipartForm: Sendable, Equatable {
     /// characters become `_`, so a name can neither end the parameter nor start a new header line
     /// (a CR LF in a name injected headers; found by Fuzz/, event_document). Empty becomes `file`.
     static func fileName(_ path: String) -> String {
-        let last = (path as NSString).lastPathComponent
+        let last = DownloadPath.lastComponent(path)
         let safe = String(String.UnicodeScalarView(last.unicodeScalars.map { scalar -> Unicode.Scalar in
             (scalar.value < 0x20 || scalar.value == 0x7F || scalar == "\"" || scalar == "\\") ? "_" : scalar
         }))

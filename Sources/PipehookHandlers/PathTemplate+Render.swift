@@ -188,6 +188,16 @@ public enum DownloadPath {
         return full
     }
 
+    /// The last non-empty `/`-separated component of `path` ("" for "/" or ""), split on scalars.
+    ///
+    /// Instead of `NSString.lastPathComponent`, which traps in swift-corelibs-foundation (6.3.1)
+    /// when a doubled slash precedes a non-ASCII character: `("a//é" as NSString).lastPathComponent`
+    /// ends the process (found by Fuzz/, event_document).
+    public static func lastComponent(_ path: String) -> String {
+        guard let last = path.unicodeScalars.split(separator: "/").last else { return "" }
+        return String(String.UnicodeScalarView(last))
+    }
+
     /// The standardised absolute form of a download directory.
     public static func standardizedDirectory(_ directory: String) -> String {
         URL(fileURLWithPath: directory, isDirectory: true).standardizedFileURL.path

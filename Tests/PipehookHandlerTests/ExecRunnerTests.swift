@@ -196,6 +196,14 @@ import Darwin
         #expect(empty.result == .permanent)
     }
 
+    /// The logged program name came from `NSString.lastPathComponent`, which traps on a doubled
+    /// slash before a non-ASCII character: such a command ended the daemon at every attempt.
+    @Test func aCommandPathWithADoubledSlashBeforeUnicodeDoesNotCrash() async {
+        let outcome = await runner.run(Fixtures.exec(["/nonexistent//é"]), context: Fixtures.context(Fixtures.document()))
+        #expect(outcome.result == .permanent)
+        #expect(outcome.summary.hasPrefix("command not found"), "\(outcome.summary)")
+    }
+
     @Test func hostileEnvironmentValuesDoNotBreakTheSpawn() async {
         // NUL cannot travel in a C environment: it is dropped, the run still happens.
         let document = Fixtures.document(errorMessage: "bad\u{0}news")

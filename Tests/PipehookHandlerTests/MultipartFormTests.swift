@@ -25,4 +25,11 @@ import Testing
         #expect(lines[6] == "Content-Disposition: form-data; name=\"file\"; filename=\"\(form.fileName)\"")
         #expect(lines[7] == "Content-Type: application/octet-stream")
     }
+
+    /// Found by Fuzz/ (event_document): the name came from `NSString.lastPathComponent`, which traps
+    /// on a doubled slash before a non-ASCII character ("a//é"), ending the daemon.
+    @Test(arguments: [("/srv/videos//é.mp4", "é.mp4"), ("a//é", "é"), ("//é", "é"), ("x.mp4", "x.mp4"), ("/", "file"), ("/srv/v/", "v")])
+    func theFileNameIsTheLastComponentWhateverTheSlashes(_ path: String, _ expected: String) {
+        #expect(MultipartForm(boundary: boundary, document: [], filePath: path).fileName == expected)
+    }
 }
