@@ -108,7 +108,7 @@ public enum StrictJSON {
             let base = keys.count
             defer {
                 keys.removeSubrange(base...)
-                keySets[depth] = nil
+                if !keySets.isEmpty { keySets[depth] = nil }
                 depth -= 1
             }
             skipWhitespace()
