@@ -44,3 +44,11 @@ public enum EventFormats {
 
     public static var names: [String] { all.map(\.name) }
 }
+
+/// Rules for the identifiers an event carries (generation ids, event types, statuses).
+public enum Identifier {
+    /// True when `text` contains U+0000–U+001F or U+007F (SPEC §4: not interpretable).
+    public static func hasControlCharacter(_ text: String) -> Bool {
+        text.utf8.contains { $0 < 0x20 || $0 == 0x7F }
+    }
+}

@@ -7,7 +7,8 @@ import Darwin
 #endif
 
 /// JSON text for the small documents written by hand on hot paths (HTTP answers, the event
-/// document every step receives): cheaper than an encoder per document, and one escaping rule.
+/// document every step receives, JSON log lines): cheaper than an encoder per document, and one
+/// escaping rule. The output is always one line: control characters, U+2028 and U+2029 are escaped.
 public enum JSONText {
     public static func quote(_ text: String) -> String {
         var out = "\""
@@ -19,6 +20,10 @@ public enum JSONText {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             case "\t": out += "\\t"
+            // Valid raw in JSON, but line terminators to JavaScript and to tools that split lines
+            // on Unicode line breaks: a log line or document must stay one line.
+            case "\u{2028}": out += "\\u2028"
+            case "\u{2029}": out += "\\u2029"
             case let c where c.value < 0x20:
                 let hex = String(c.value, radix: 16)
                 out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex

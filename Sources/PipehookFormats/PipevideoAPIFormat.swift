@@ -30,7 +30,7 @@ public enum PipevideoAPIFormat {
         guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else {
             throw FormatError("not a JSON object")
         }
-        guard let id = object["id"] as? String, !id.isEmpty, id.utf8.count <= 256 else {
+        guard let id = object["id"] as? String, !id.isEmpty, id.utf8.count <= 256, !Identifier.hasControlCharacter(id) else {
             throw FormatError("missing or invalid id")
         }
         guard let statusText = object["status"] as? String else { throw FormatError("missing field status") }

@@ -18,6 +18,9 @@ public struct PipevideoFormat: EventFormat {
     }
 
     public func decode(_ body: [UInt8]) throws(FormatError) -> GenerationEvent {
+        // Duplicate keys, deep nesting and malformed text first: Foundation would silently keep
+        // one occurrence of a duplicated key (SPEC §4: such a body is not interpretable).
+        try StrictJSON.validate(body)
         let payload: Payload
         do {
             payload = try JSONDecoder().decode(Payload.self, from: Data(body))
@@ -29,6 +32,12 @@ public struct PipevideoFormat: EventFormat {
             throw FormatError("null at \(Self.path(context.codingPath))")
         } catch {
             throw FormatError("not a JSON object")
+        }
+        // SPEC §4: identifiers with control characters are not interpretable (a NUL would cut a
+        // C string where the store binds it, and the answer and the log would name another id).
+        for (name, value) in [("eventType", payload.eventType), ("generationId", payload.generationId), ("status", payload.status)]
+        where Identifier.hasControlCharacter(value) {
+            throw FormatError("\(name) contains a control character")
         }
         guard payload.eventType == Self.completedEventType else {
             throw FormatError("unknown eventType \(Self.clip(payload.eventType))")

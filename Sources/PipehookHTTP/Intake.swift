@@ -91,7 +91,7 @@ public struct WebhookIntake: Sendable {
         let limit = configuration.maxBodyBytes
         if let declared = request.headers[.contentLength].flatMap(Int.init), declared > limit {
             metrics.delivery(source: source.name, result: "rejected")
-            logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(headers.id), "code": "body_too_large"])
+            logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(LogText.clip(headers.id)), "code": "body_too_large"])
             throw APIError.bodyTooLarge(limit)
         }
         let buffer: ByteBuffer
@@ -99,7 +99,7 @@ public struct WebhookIntake: Sendable {
             buffer = try await request.body.collect(upTo: limit)
         } catch is NIOTooManyBytesError {
             metrics.delivery(source: source.name, result: "rejected")
-            logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(headers.id), "code": "body_too_large"])
+            logger.notice("rejected delivery", metadata: ["source": .string(source.name), "event_id": .string(LogText.clip(headers.id)), "code": "body_too_large"])
             throw APIError.bodyTooLarge(limit)
         }
         let receivedAt = now()
@@ -128,8 +128,8 @@ public struct WebhookIntake: Sendable {
             routes: decoded.map { configuration.routes(for: $0.status) } ?? []
         )
         func eventMetadata() -> Logger.Metadata {
-            var metadata: Logger.Metadata = ["source": .string(source.name), "event_id": .string(headers.id)]
-            if let decoded { metadata["generation_id"] = .string(decoded.generationID) }
+            var metadata: Logger.Metadata = ["source": .string(source.name), "event_id": .string(LogText.clip(headers.id))]
+            if let decoded { metadata["generation_id"] = .string(LogText.clip(decoded.generationID, maxBytes: 256)) }
             return metadata
         }
         // Built only when a line will be written: this runs on every request.
@@ -185,7 +185,7 @@ public struct WebhookIntake: Sendable {
         metrics.delivery(source: source, result: "rejected")
         metrics.signatureFailure(source: source, reason: failure.code)
         var metadata: Logger.Metadata = ["source": .string(source), "code": .string(failure.code)]
-        if let eventID { metadata["event_id"] = .string(String(eventID.prefix(128))) }
+        if let eventID { metadata["event_id"] = .string(LogText.clip(eventID)) }
         logger.notice("rejected delivery", metadata: metadata)
         return APIError(failure.isMissingHeaders ? .badRequest : .unauthorized, code: failure.code, message: failure.message)
     }

@@ -49,6 +49,7 @@ public struct DownloadRunner: Sendable {
         var logger = self.logger
         logger[metadataKey: "job_id"] = "\(context.jobID)"
         logger[metadataKey: "attempt"] = "\(context.attempt)"
+        StepLog.addEvent(context, to: &logger)
 
         guard let urlText = context.document.outputURL, !urlText.isEmpty else {
             return StepOutcome(result: .permanent, summary: "no output_url to download")

@@ -56,24 +56,58 @@ public struct ExecRunner: Sendable {
         _ = ignoreSIGPIPE
     }
 
+    /// The longest value (UTF-8 bytes) put into a step's environment; longer values are cut and end
+    /// in a marker (`truncatedMarker` for the event's values, whose whole text is in the event
+    /// document on stdin; `truncatedConfigMarker` for the others).
+    ///
+    /// Linux refuses to exec when any one `NAME=value` string exceeds 128 KiB (MAX_ARG_STRLEN,
+    /// 32 pages: E2BIG, "Argument list too long"), and argv plus environment together must stay under
+    /// a quarter of the stack limit (2 MiB with the usual 8 MiB). An event with a 200 KiB error
+    /// message or URL used to dead-letter every exec step of its route. 16 KiB keeps every real value
+    /// whole (signed video URLs are a few KiB) and leaves the nine `PIPEHOOK_*` values at most
+    /// 144 KiB together, far from both limits.
+    public static let environmentValueLimit = 16 * 1024
+    public static let truncatedMarker = "…[truncated, full value in the event document on stdin]"
+    public static let truncatedConfigMarker = "…[truncated]"
+
     /// The exact environment the command gets (also used by tests).
     public func environment(for step: ExecStep, context: StepContext) -> [String: String] {
         var environment: [String: String] = [:]
         for name in Self.inheritedVariables {
-            if let value = baseEnvironment[name] { environment[name] = value }
+            if let value = baseEnvironment[name] { environment[name] = Self.capped(value, marker: Self.truncatedConfigMarker) }
         }
-        for (name, value) in step.environment { environment[name] = value }
+        for (name, value) in step.environment { environment[name] = Self.capped(value, marker: Self.truncatedConfigMarker) }
         let document = context.document
-        environment["PIPEHOOK_EVENT_ID"] = document.eventID
-        environment["PIPEHOOK_SOURCE"] = document.source
-        environment["PIPEHOOK_GENERATION_ID"] = document.generationID
-        environment["PIPEHOOK_STATUS"] = document.status.rawValue
-        environment["PIPEHOOK_OUTPUT_URL"] = document.outputURL ?? ""
-        environment["PIPEHOOK_ERROR_MESSAGE"] = document.errorMessage ?? ""
-        environment["PIPEHOOK_FILE"] = document.artifact?.file ?? ""
-        environment["PIPEHOOK_JOB_ID"] = context.jobID
-        environment["PIPEHOOK_ATTEMPT"] = String(context.attempt)
+        let fromEvent: [(String, String)] = [
+            ("PIPEHOOK_EVENT_ID", document.eventID),
+            ("PIPEHOOK_SOURCE", document.source),
+            ("PIPEHOOK_GENERATION_ID", document.generationID),
+            ("PIPEHOOK_STATUS", document.status.rawValue),
+            ("PIPEHOOK_OUTPUT_URL", document.outputURL ?? ""),
+            ("PIPEHOOK_ERROR_MESSAGE", document.errorMessage ?? ""),
+            ("PIPEHOOK_FILE", document.artifact?.file ?? ""),
+            ("PIPEHOOK_JOB_ID", context.jobID),
+            ("PIPEHOOK_ATTEMPT", String(context.attempt)),
+        ]
+        for (name, value) in fromEvent { environment[name] = Self.capped(value, marker: Self.truncatedMarker) }
         return environment
+    }
+
+    /// `value` when it fits `environmentValueLimit`, else its head (cut between scalars) and
+    /// `marker`, `environmentValueLimit` bytes at most together.
+    static func capped(_ value: String, marker: String) -> String {
+        let limit = environmentValueLimit
+        guard value.utf8.count > limit else { return value }
+        let room = limit - marker.utf8.count
+        var head = String.UnicodeScalarView()
+        var bytes = 0
+        for scalar in value.unicodeScalars {
+            let width = UTF8.width(scalar)
+            if bytes + width > room { break }
+            head.append(scalar)
+            bytes += width
+        }
+        return String(head) + marker
     }
 
     /// One attempt. Never throws: every failure is a `StepOutcome`.
@@ -302,8 +336,9 @@ public struct ExecRunner: Sendable {
         var logger = self.logger
         logger[metadataKey: "job_id"] = "\(context.jobID)"
         logger[metadataKey: "attempt"] = "\(context.attempt)"
+        StepLog.addEvent(context, to: &logger)
         // Only the program name: arguments and environment values may carry secrets.
-        logger[metadataKey: "command"] = "\((executable as NSString).lastPathComponent)"
+        logger[metadataKey: "command"] = "\(DownloadPath.lastComponent(executable))"
         return logger
     }
 }

@@ -129,37 +129,44 @@ public enum DownloadPath {
 
     /// Normalises a rendered relative path: drops empty and `.` components, turns `..` into `__`,
     /// replaces NUL/control characters that a literal may contain, caps every component.
+    ///
+    /// Works on Unicode scalars, never on Characters: the file system splits at every `/` byte,
+    /// while a `/` followed by a combining mark is one Character (`"/\u{301}"`) that a Character
+    /// split would not cut, so `../\u{301}x` would keep a `..` component.
     public static func normalizeRelative(_ path: String) -> String {
         var components: [String] = []
-        for raw in path.split(separator: "/", omittingEmptySubsequences: true) {
-            var component = String(
-                String.UnicodeScalarView(raw.unicodeScalars.map { scalar -> Unicode.Scalar in
-                    (scalar.value < 0x20 || scalar.value == 0x7f || scalar == "\\") ? "_" : scalar
-                })
-            )
-            if component == "." { continue }
-            if component == ".." { component = "__" }
-            components.append(capComponent(component))
+        for raw in path.unicodeScalars.split(separator: "/", omittingEmptySubsequences: true) {
+            var scalars = String.UnicodeScalarView(raw.map { scalar -> Unicode.Scalar in
+                (scalar.value < 0x20 || scalar.value == 0x7f || scalar == "\\") ? "_" : scalar
+            })
+            if scalars.elementsEqual(".".unicodeScalars) { continue }
+            if scalars.elementsEqual("..".unicodeScalars) { scalars = "__".unicodeScalars }
+            components.append(capComponent(String(scalars)))
         }
         return components.isEmpty ? "_" : components.joined(separator: "/")
     }
 
-    /// Shortens a component to `maxComponentBytes`, keeping a short extension at the end.
+    /// Shortens a component to `maxComponentBytes` UTF-8 bytes, keeping a short extension (a dot
+    /// and at most 9 scalars) at the end. Counted in scalars: one Character can be any number of
+    /// bytes (a letter with combining marks), so a Character-based cap can overshoot.
     static func capComponent(_ component: String) -> String {
         guard component.utf8.count > maxComponentBytes else { return component }
-        var suffix = ""
-        if let dot = component.lastIndex(of: "."), component.distance(from: dot, to: component.endIndex) <= 10 {
-            suffix = String(component[dot...])
+        let scalars = Array(component.unicodeScalars)
+        var suffix: ArraySlice<Unicode.Scalar> = []
+        if let dot = scalars.lastIndex(of: "."), scalars.count - dot <= 10 {
+            suffix = scalars[dot...]
         }
-        var head = ""
+        let suffixBytes = suffix.reduce(0) { $0 + UTF8.width($1) }
+        var out = String.UnicodeScalarView()
         var bytes = 0
-        for character in component {
-            let length = character.utf8.count
-            if bytes + length + suffix.utf8.count > maxComponentBytes { break }
-            head.append(character)
+        for scalar in scalars {
+            let length = UTF8.width(scalar)
+            if bytes + length + suffixBytes > maxComponentBytes { break }
+            out.append(scalar)
             bytes += length
         }
-        return head + suffix
+        out.append(contentsOf: suffix)
+        return String(out)
     }
 
     /// The absolute, standardised destination for `relative` under `directory`, or nil when it
@@ -171,10 +178,24 @@ public enum DownloadPath {
         let full = URL(fileURLWithPath: base, isDirectory: true)
             .appendingPathComponent(relative, isDirectory: false)
             .standardizedFileURL.path
-        let prefix = base.hasSuffix("/") ? base : base + "/"
-        guard full.hasPrefix(prefix), full.count > prefix.count else { return nil }
-        guard !full.split(separator: "/").contains(where: { $0 == ".." || $0 == "." }) else { return nil }
+        // Compared as UTF-8 bytes, as the file system does: as Characters, "/srv/v/\u{301}x" does not
+        // start with "/srv/v/" (the slash and the mark are one Character).
+        let prefix = Array((base.hasSuffix("/") ? base : base + "/").utf8)
+        let fullBytes = Array(full.utf8)
+        guard fullBytes.starts(with: prefix), fullBytes.count > prefix.count else { return nil }
+        let components = fullBytes.split(separator: UInt8(ascii: "/"))
+        guard !components.contains(where: { $0.elementsEqual([0x2e, 0x2e]) || $0.elementsEqual([0x2e]) }) else { return nil }
         return full
+    }
+
+    /// The last non-empty `/`-separated component of `path` ("" for "/" or ""), split on scalars.
+    ///
+    /// Instead of `NSString.lastPathComponent`, which traps in swift-corelibs-foundation (6.3.1)
+    /// when a doubled slash precedes a non-ASCII character: `("a//é" as NSString).lastPathComponent`
+    /// ends the process (found by Fuzz/, event_document).
+    public static func lastComponent(_ path: String) -> String {
+        guard let last = path.unicodeScalars.split(separator: "/").last else { return "" }
+        return String(String.UnicodeScalarView(last))
     }
 
     /// The standardised absolute form of a download directory.

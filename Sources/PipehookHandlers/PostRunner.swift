@@ -36,15 +36,9 @@ public struct PostRunner: Sendable {
             guard let artifact = context.document.artifact else {
                 return StepOutcome(result: .permanent, summary: "body: multipart needs an earlier download step in the same route")
             }
-            let boundary = "pipehook-" + Crypto.randomBytes(12).hexString
-            let fileName = (artifact.file as NSString).lastPathComponent.replacingOccurrences(of: "\"", with: "_")
-            let head = Array((
-                "--\(boundary)\r\nContent-Disposition: form-data; name=\"event\"\r\nContent-Type: application/json\r\n\r\n"
-                + String(decoding: document, as: UTF8.self)
-                + "\r\n--\(boundary)\r\nContent-Disposition: form-data; name=\"file\"; filename=\"\(fileName)\"\r\n"
-                + "Content-Type: application/octet-stream\r\n\r\n"
-            ).utf8)
-            let tail = Array("\r\n--\(boundary)--\r\n".utf8)
+            let form = MultipartForm(boundary: MultipartForm.randomBoundary(), document: document, filePath: artifact.file)
+            let head = form.head
+            let tail = form.tail
             var info = stat()
             guard stat(artifact.file, &info) == 0 else {
                 return StepOutcome(result: .retryable(retryAfter: nil), summary: "cannot read \(artifact.file)")
@@ -59,7 +53,7 @@ public struct PostRunner: Sendable {
                 signer.update(tail)
                 signature = signer.header()
             }
-            request.headers.add(name: "content-type", value: "multipart/form-data; boundary=\(boundary)")
+            request.headers.add(name: "content-type", value: form.contentType)
             let parts = MultipartBody(head: head, file: artifact.file, tail: tail)
             request.body = .stream(parts, length: .known(Int64(head.count + tail.count) + Int64(info.st_size)))
         }

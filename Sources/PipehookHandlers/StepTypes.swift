@@ -39,12 +39,14 @@ public struct EventDocument: Sendable, Equatable {
     }
 
     /// Serialised with every key present (`null` when unset). `raw` is embedded as JSON when it
-    /// parses as JSON, else as a string.
+    /// is strict JSON (`StrictJSON`), else as a string.
     public func json() -> [UInt8] {
         func quote(_ text: String?) -> String { text.map(JSONText.quote) ?? "null" }
-        // Events come from bodies a format decoded, so `raw` is JSON in practice; checked anyway.
+        // Events come from bodies a format decoded, so `raw` is JSON in practice; checked anyway,
+        // strictly: Foundation also takes a trailing comma, duplicate keys and UTF-16, and embedding
+        // those verbatim would make the whole document unreadable to a strict parser (found by Fuzz/).
         let rawJSON: String
-        if (try? JSONSerialization.jsonObject(with: Data(raw), options: [.fragmentsAllowed])) != nil {
+        if (try? StrictJSON.validate(raw)) != nil {
             rawJSON = String(decoding: raw, as: UTF8.self)
         } else {
             rawJSON = quote(String(decoding: raw, as: UTF8.self))

@@ -107,13 +107,16 @@ public struct SigningSecret: Sendable, Equatable {
 
 /// Parses a signature header: space-separated `version,base64` entries. Only `v1` entries
 /// count; other versions and malformed entries are skipped, never an error by themselves.
+///
+/// Split on bytes, never on Characters: a space after a prepending mark (U+06DD) is part of one
+/// Character with it, so a Character split missed the entry after it (found by Fuzz/).
 public enum SignatureHeader {
     public static func v1Digests(_ header: String) -> [[UInt8]] {
         var digests: [[UInt8]] = []
-        for entry in header.split(whereSeparator: { $0 == " " || $0 == "\t" }) {
-            guard let comma = entry.firstIndex(of: ",") else { continue }
-            guard entry[..<comma] == "v1" else { continue }
-            let encoded = entry[entry.index(after: comma)...]
+        let v1: [UInt8] = [UInt8(ascii: "v"), UInt8(ascii: "1"), UInt8(ascii: ",")]
+        for entry in header.utf8.split(whereSeparator: { $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") }) {
+            guard entry.starts(with: v1) else { continue }
+            let encoded = Substring(entry.dropFirst(v1.count))
             guard let digest = Base64.decode(encoded), digest.count == 32 else { continue }
             digests.append(digest)
         }

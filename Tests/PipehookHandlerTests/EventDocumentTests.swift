@@ -23,4 +23,30 @@ import Testing
         #expect(second["raw"] as? String == "not json")
         #expect(second["file"] is NSNull)
     }
+
+    /// Found by Fuzz/ (event_document): `raw` that Foundation's JSONSerialization takes but JSON does
+    /// not (a trailing comma, duplicate keys, UTF-16) was embedded verbatim, so the document on a
+    /// step's stdin was not JSON for jq, Python or any strict parser. It is embedded as a string now.
+    @Test(arguments: [#"{"a":1,}"#, #"[1,2,]"#, #"{"a":1,"a":2}"#])
+    func rawThatIsNotStrictJSONIsEmbeddedAsText(_ raw: String) throws {
+        let document = EventDocument(
+            eventID: "msg_1", source: "pipevideo", type: "video.generation.completed", generationID: "gen_1",
+            status: .completed, previousStatus: nil, outputURL: nil, errorMessage: nil, receivedAt: 0, raw: Array(raw.utf8)
+        )
+        // Verbatim, Foundation would read `raw` back as an object or array.
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(document.json())) as? [String: Any])
+        #expect(object["raw"] as? String == raw)
+    }
+
+    @Test func rawInUTF16IsEmbeddedAsText() throws {
+        var raw: [UInt8] = []
+        for unit in #"{"a":1}"#.utf16 { raw += [UInt8(unit & 0xff), UInt8(unit >> 8)] }
+        let document = EventDocument(
+            eventID: "msg_1", source: "pipevideo", type: "t", generationID: "gen_1", status: .completed,
+            previousStatus: nil, outputURL: nil, errorMessage: nil, receivedAt: 0, raw: raw
+        )
+        // Verbatim, its NUL bytes would be raw control characters inside the document.
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(document.json())) as? [String: Any])
+        #expect(object["raw"] as? String == String(decoding: raw, as: UTF8.self))
+    }
 }

@@ -196,6 +196,14 @@ import Darwin
         #expect(empty.result == .permanent)
     }
 
+    /// The logged program name came from `NSString.lastPathComponent`, which traps on a doubled
+    /// slash before a non-ASCII character: such a command ended the daemon at every attempt.
+    @Test func aCommandPathWithADoubledSlashBeforeUnicodeDoesNotCrash() async {
+        let outcome = await runner.run(Fixtures.exec(["/nonexistent//é"]), context: Fixtures.context(Fixtures.document()))
+        #expect(outcome.result == .permanent)
+        #expect(outcome.summary.hasPrefix("command not found"), "\(outcome.summary)")
+    }
+
     @Test func hostileEnvironmentValuesDoNotBreakTheSpawn() async {
         // NUL cannot travel in a C environment: it is dropped, the run still happens.
         let document = Fixtures.document(errorMessage: "bad\u{0}news")
@@ -208,6 +216,46 @@ import Darwin
         #expect(outcome.result == .succeeded)
         #expect(text(outcome) == "badnews")
     }
+
+    /// Issue 10 item 3: a value over 128 KiB in the environment made every exec step of the route
+    /// dead-letter with E2BIG ("Argument list too long"). The step runs; its environment value is cut
+    /// with a marker; the whole value is on stdin.
+    @Test func aHugeErrorMessageIsCutInTheEnvironmentAndWholeOnStdin() async throws {
+        let message = String(repeating: "x", count: 200 * 1024)
+        let document = Fixtures.document(outputURL: "https://cdn.example/" + String(repeating: "u", count: 150 * 1024), errorMessage: message)
+        let step = Fixtures.exec(["sh", "-c", #"printf '%s\n' "${#PIPEHOOK_ERROR_MESSAGE}"; printf '%s' "$PIPEHOOK_ERROR_MESSAGE" | tail -c 200; printf '\n%s\n' "${#PIPEHOOK_OUTPUT_URL}"; wc -c"#])
+        let outcome = await runner.run(step, context: Fixtures.context(document))
+        #expect(outcome.result == .succeeded, "\(outcome.summary): \(text(outcome))")
+        let lines = text(outcome).components(separatedBy: "\n")
+        try #require(lines.count >= 4, "\(text(outcome))")
+        // sh counts characters in C.UTF-8: the marker's "…" is one.
+        let limit = ExecRunner.environmentValueLimit
+        let markerBytes = ExecRunner.truncatedMarker.utf8.count
+        let markerCharacters = ExecRunner.truncatedMarker.count
+        #expect(lines[0] == String(limit - markerBytes + markerCharacters) || lines[0] == String(limit), "\(lines[0])")
+        #expect(lines[1].hasSuffix(ExecRunner.truncatedMarker), "\(lines[1])")
+        #expect(lines[2] == lines[0])
+        let stdinBytes = try #require(Int(lines[3].trimmingCharacters(in: .whitespaces)))
+        #expect(stdinBytes == Fixtures.context(document).document.json().count)
+        #expect(stdinBytes > 350 * 1024)
+    }
+
+    @Test func environmentValuesAreCappedAtACharacterBoundary() {
+        let document = Fixtures.document(errorMessage: String(repeating: "é", count: 20_000))
+        let environment = runner.environment(
+            for: Fixtures.exec(["true"], environment: ["BIG": String(repeating: "y", count: 20_000), "SMALL": "s"]),
+            context: Fixtures.context(document)
+        )
+        let cut = environment["PIPEHOOK_ERROR_MESSAGE"]!
+        #expect(cut.utf8.count <= ExecRunner.environmentValueLimit)
+        #expect(cut.hasSuffix(ExecRunner.truncatedMarker))
+        #expect(cut.dropLast(ExecRunner.truncatedMarker.count).allSatisfy { $0 == "é" })
+        #expect(environment["BIG"]!.hasSuffix(ExecRunner.truncatedConfigMarker))
+        #expect(environment["BIG"]!.utf8.count <= ExecRunner.environmentValueLimit)
+        #expect(environment["SMALL"] == "s")
+        #expect(environment["PIPEHOOK_GENERATION_ID"] == "gen_123")
+    }
+
     @Test func cancellingTheCallerTearsDownTheGroup() async throws {
         var runner = self.runner
         runner.killGrace = .milliseconds(500)

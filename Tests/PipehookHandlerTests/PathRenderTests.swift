@@ -122,6 +122,33 @@ import Testing
         #expect(DownloadPath.resolve(relative: "../v2/x", in: "/srv/v") == nil)
     }
 
+    /// Found by Fuzz/ (path_template): as Characters, a `/` followed by a combining mark is one
+    /// Character, so a Character split kept `..` as a path component and the rendered path climbed
+    /// out of the folder (the file system splits at every `/` byte).
+    @Test func aCombiningMarkCannotHideASlash() throws {
+        let document = Fixtures.document(generationID: "\u{301}x")
+        let rendered = try PathTemplate("../{generation_id}.{ext}").render(document: document, ext: "mp4", date: Date())
+        let components = Array(rendered.utf8).split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false).map(Array.init)
+        #expect(!components.contains(Array("..".utf8)), "\(rendered.debugDescription)")
+        #expect(rendered == "__/\u{301}x.mp4")
+        // A component that starts with a combining mark is inside the folder (bytes, not Characters).
+        let inside = try PathTemplate("{generation_id}.{ext}").render(document: document, ext: "mp4", date: Date())
+        #expect(DownloadPath.resolve(relative: inside, in: "/srv/v") == "/srv/v/\u{301}x.mp4")
+        #expect(DownloadPath.resolve(relative: "../\u{301}x", in: "/srv/v") == nil)
+    }
+
+    /// Found by Fuzz/ (path_template): the kept extension was measured in Characters, and one
+    /// Character can be ~100 bytes (a letter with combining marks), so a capped component could stay
+    /// longer than 255 bytes (ENAMETOOLONG when the download saves it).
+    @Test func heavyCharactersAreCappedInBytes() throws {
+        let heavy = "e" + String(repeating: "\u{301}", count: 49)  // one Character, 99 bytes
+        let document = Fixtures.document(source: heavy)
+        let template = try PathTemplate("{generation_id}.{source}{source}{source}")
+        let rendered = template.render(document: document, ext: "mp4", date: Date())
+        #expect(rendered.utf8.count <= DownloadPath.maxComponentBytes, "\(rendered.utf8.count) bytes")
+        #expect(rendered.hasPrefix("gen_123."))
+    }
+
     @Test func retryAfterParsing() {
         let now = Date(timeIntervalSince1970: 1_700_000_000)
         #expect(DownloadRunner.retryAfter("7", now: now) == .seconds(7))

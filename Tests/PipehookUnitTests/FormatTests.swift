@@ -79,3 +79,121 @@ import Testing
         #expect(parsed == text)
     }
 }
+
+/// Issue 10 item 4 and SPEC §4: a body with duplicate keys, or with control characters in an
+/// identifier, is not interpretable (stored raw as unrecognized), never read one way here and
+/// another way by a handler that re-reads `raw`.
+@Suite struct StrictPayloadTests {
+    let format = PipevideoFormat()
+    static let head = #"{"eventType":"video.generation.completed","#
+
+    func refusal(_ json: String) -> String? {
+        do {
+            _ = try format.decode(Array(json.utf8))
+            return nil
+        } catch {
+            return error.reason
+        }
+    }
+
+    @Test(arguments: [
+        #"{"eventType":"video.generation.completed","generationId":"gen_a","generationId":"gen_b","status":"completed"}"#,
+        #"{"eventType":"video.generation.completed","generationId":"gen_a","status":"completed","status":"failed"}"#,
+        // The same key spelled with an escape is the same key.
+        #"{"eventType":"video.generation.completed","generationId":"gen_a","\u0067enerationId":"gen_b","status":"completed"}"#,
+        #"{"eventType":"video.generation.completed","generationId":"gen_a","status":"completed","extra":{"k":1,"k":2}}"#,
+        #"{"eventType":"video.generation.completed","generationId":"gen_a","status":"completed","outputUrl":"https://a","outputUrl":"https://b"}"#,
+    ])
+    func duplicateKeysAreNotInterpretable(_ body: String) throws {
+        let reason = try #require(refusal(body), "decoded a body with a duplicate key")
+        #expect(reason.hasPrefix("duplicate key"), "\(reason)")
+    }
+
+    @Test(arguments: ["gen_x\\u0000other", "gen\\u0001", "gen\\u001f", "gen\\u007f", "gen\\nx", "gen\\tx", "gen\\rx"])
+    func controlCharactersInTheGenerationIDAreNotInterpretable(_ id: String) throws {
+        let body = Self.head + #""generationId":"\#(id)","status":"completed"}"#
+        let reason = try #require(refusal(body), "decoded generationId \(id)")
+        #expect(reason == "generationId contains a control character")
+    }
+
+    @Test func controlCharactersInTheEventTypeOrStatusAreNotInterpretable() {
+        #expect(refusal(#"{"eventType":"video.generation.completed\u0000","generationId":"g","status":"completed"}"#) == "eventType contains a control character")
+        #expect(refusal(#"{"eventType":"video.generation.completed","generationId":"g","status":"completed\u0000"}"#) == "status contains a control character")
+    }
+
+    @Test func otherTextMayCarryControlCharactersAndUnicode() throws {
+        let event = try format.decode(Array((Self.head + #""generationId":"gen_é🎬","status":"failed","errorMessage":"line\nnext\u0000"}"#).utf8))
+        #expect(event.generationID == "gen_é🎬")
+        #expect(event.errorMessage == "line\nnext\u{0}")
+    }
+
+    @Test func sameKeyInDifferentObjectsIsFine() throws {
+        let event = try format.decode(Array((Self.head + #""generationId":"g","status":"completed","a":{"status":1},"b":[{"status":2},{"status":3}]}"#).utf8))
+        #expect(event.status == .completed)
+    }
+}
+
+@Suite struct StrictJSONTests {
+    func accepts(_ text: String) -> Bool { (try? StrictJSON.validate(Array(text.utf8))) != nil }
+
+    @Test(arguments: [
+        "{}", "[]", "0", "-0.5e+10", "\"x\"", "true", " null ", #"{"a":[1,{"b":"\u00e9\ud83c\udfac"}],"c":"é"}"#,
+        #"{"a":1,"A":2,"a ":3}"#, "[1,2,3]", "\t{\r\n\"k\" : \"v\"\n}\n",
+    ])
+    func acceptsJSON(_ text: String) {
+        #expect(accepts(text), "\(text)")
+    }
+
+    @Test(arguments: [
+        "", "{", "}", "[1,]", "{\"a\":1,}", "{a:1}", "01", "1.", ".5", "1e", "+1", "tru", "nul", "{} {}", "\"\\x\"",
+        "\"a\u{1}b\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "'a'", "[1 2]", "{\"a\" 1}", "\"unterminated",
+        "NaN", "Infinity", "\u{FEFF}{}",
+    ])
+    func refusesWhatIsNotOneJSONText(_ text: String) {
+        #expect(!accepts(text), "\(text.debugDescription)")
+    }
+
+    @Test func refusesInvalidUTF8() {
+        for bytes: [UInt8] in [[0x22, 0xFF, 0x22], [0x22, 0xC0, 0xAF, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22], [0x22, 0xE2, 0x82, 0x22]] {
+            #expect((try? StrictJSON.validate(bytes)) == nil, "\(bytes)")
+        }
+        #expect((try? StrictJSON.validate([0x22, 0xE2, 0x82, 0xAC, 0x22])) != nil)
+    }
+
+    @Test func nestingIsLimited() {
+        let depth = StrictJSON.maxDepth
+        #expect(accepts(String(repeating: "[", count: depth) + String(repeating: "]", count: depth)))
+        #expect(!accepts(String(repeating: "[", count: depth + 1) + String(repeating: "]", count: depth + 1)))
+        #expect(!accepts(String(repeating: "{\"a\":", count: 100_000) + "1" + String(repeating: "}", count: 100_000)))
+    }
+
+    @Test func manyKeysStayLinearAndDuplicatesAreFoundAmongThem() {
+        let keys = (0..<20_000).map { #""k\#($0)":\#($0)"# }
+        #expect(accepts("{" + keys.joined(separator: ",") + "}"))
+        #expect(!accepts("{" + keys.joined(separator: ",") + #","k12345":0}"#))
+        #expect(!accepts("{" + keys.joined(separator: ",") + #","\u006b12345":0}"#))
+    }
+}
+
+/// Issue 10 item 6: log lines and JSON documents stay one line, and sender-controlled ids are clipped.
+@Suite struct LineSafetyTests {
+    @Test func lineAndParagraphSeparatorsAreEscaped() throws {
+        let quoted = JSONText.quote("a\u{2028}b\u{2029}c")
+        #expect(quoted == #""a\u2028b\u2029c""#)
+        #expect(!quoted.unicodeScalars.contains { $0 == "\u{2028}" || $0 == "\u{2029}" })
+        let parsed = try JSONSerialization.jsonObject(with: Data(quoted.utf8), options: [.fragmentsAllowed]) as? String
+        #expect(parsed == "a\u{2028}b\u{2029}c")
+    }
+
+    @Test func identifiersAreClippedWithAMarker() {
+        #expect(LogText.clip("msg_1") == "msg_1")
+        let exact = String(repeating: "a", count: LogText.identifierLimit)
+        #expect(LogText.clip(exact) == exact)
+        let long = String(repeating: "b", count: 64 * 1024)
+        #expect(LogText.clip(long) == String(repeating: "b", count: LogText.identifierLimit) + LogText.clippedMarker)
+        // Cut between scalars, never inside one.
+        let wide = String(repeating: "é", count: 100)
+        let clipped = LogText.clip(wide)
+        #expect(clipped == String(repeating: "é", count: 64) + LogText.clippedMarker)
+    }
+}

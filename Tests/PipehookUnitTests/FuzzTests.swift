@@ -5,7 +5,8 @@ import Testing
 
 /// Bad input (SPEC §10): random and mutated inputs into the header parser, the payload decoder
 /// and the configuration loader must never crash, and must never be accepted by accident.
-/// Seeded, so a failure reproduces; a coverage-guided fuzzer would go further.
+/// Seeded, so a failure reproduces. The coverage-guided fuzzers in Fuzz/ (libFuzzer, `Fuzz/run.sh`)
+/// go further, with stronger invariants; these stay as a quick check inside `swift test`.
 @Suite struct FuzzTests {
     static let alphabet = Array(#"v1,v2 =+/abcXYZ019{}[]":\-_.$ \#t\#n"#.utf8) + [0, 0xff, 0xc3, 0xa9]
 

@@ -53,6 +53,19 @@ struct Vectors: Decodable {
         #expect(error?.code == vector.expect)
     }
 
+    /// Found by Fuzz/ (signature): the header was split into Characters, and a space after a
+    /// prepending mark (U+06DD, U+0600) is inside one Character with it, so the
+    /// valid entry after it was never seen.
+    @Test(arguments: ["x\u{06DD} ", "v2,abc\u{06DD}\t", "\u{0600} "])
+    func entriesAreSplitOnBytes(_ before: String) throws {
+        let vector = Vectors.shared.valid[0]
+        let verifier = SignatureVerifier(secrets: [try SigningSecret(vector.secret)])
+        var headers = vector.headers
+        headers.signature = before + vector.signature
+        #expect(SignatureHeader.v1Digests(headers.signature).count == 1, "\(headers.signature.debugDescription)")
+        try verifier.verify(headers: headers, body: vector.body, now: vector.timestamp)
+    }
+
     static let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
     func signed(_ body: String, id: String = "msg_1", at timestamp: Int64, secret: String = secret) -> SignedHeaders {
