@@ -38,7 +38,10 @@ public enum PipevideoAPIFormat {
             throw FormatError("unknown status \"\(statusText.prefix(64))\"")
         }
         let error = (object["error"] as? [String: Any])?["message"] as? String
-        return GenerationSnapshot(generationID: id, status: status, outputURL: outputURL(object), errorMessage: error)
+        // A NUL cannot be stored as text (see PipevideoFormat); a polled answer is not a signed body
+        // to keep raw, so it is marked in place instead.
+        func storable(_ text: String?) -> String? { text.map { $0.replacingOccurrences(of: "\u{0}", with: "\u{FFFD}") } }
+        return GenerationSnapshot(generationID: id, status: status, outputURL: storable(outputURL(object)), errorMessage: storable(error))
     }
 
     /// `output_video_url` when present, else the first `output_video` content part's URL.

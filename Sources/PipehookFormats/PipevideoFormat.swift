@@ -39,6 +39,12 @@ public struct PipevideoFormat: EventFormat {
         where Identifier.hasControlCharacter(value) {
             throw FormatError("\(name) contains a control character")
         }
+        // Free text may hold newlines, but not a NUL: the stores bind text as C strings, so the
+        // stored URL or message would be cut short without a word (the raw body keeps it all).
+        for (name, value) in [("outputUrl", payload.outputUrl), ("errorMessage", payload.errorMessage)]
+        where value?.utf8.contains(0) == true {
+            throw FormatError("\(name) contains a NUL character")
+        }
         guard payload.eventType == Self.completedEventType else {
             throw FormatError("unknown eventType \(Self.clip(payload.eventType))")
         }

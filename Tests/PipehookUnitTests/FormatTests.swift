@@ -122,9 +122,18 @@ import Testing
     }
 
     @Test func otherTextMayCarryControlCharactersAndUnicode() throws {
-        let event = try format.decode(Array((Self.head + #""generationId":"gen_é🎬","status":"failed","errorMessage":"line\nnext\u0000"}"#).utf8))
+        let event = try format.decode(Array((Self.head + #""generationId":"gen_é🎬","status":"failed","errorMessage":"line\nnext\u0001"}"#).utf8))
         #expect(event.generationID == "gen_é🎬")
-        #expect(event.errorMessage == "line\nnext\u{0}")
+        #expect(event.errorMessage == "line\nnext\u{1}")
+    }
+
+    /// A NUL cannot be stored as text (SQLite binds C strings and would cut it; PostgreSQL refuses
+    /// it, so the delivery could never commit and the sender's retries would run out): such a
+    /// body is kept raw as unrecognized instead.
+    @Test(arguments: ["outputUrl", "errorMessage"])
+    func aNulInFreeTextIsNotInterpretable(_ field: String) {
+        let body = Self.head + #""generationId":"g","status":"failed","\#(field)":"before\u0000after"}"#
+        #expect(refusal(body) == "\(field) contains a NUL character")
     }
 
     @Test func sameKeyInDifferentObjectsIsFine() throws {
