@@ -220,9 +220,11 @@ public enum Daemon {
         // get their grace period, then the store's checkpointer stops.
         var configPath: String?
         if case .file(let path) = loaded.origin { configPath = path }
+        let retentionWindows = RetentionWindows(dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds)
         let reload = ReloadService(
             configPath: configPath, initial: settings, intake: intakeBox, routes: routeTable, logControl: logControl, logger: logger,
             onReload: { next in
+                retentionWindows.update(next)
                 if let nextAPI = next.api { await api?.update(nextAPI) }
                 reconciler?.update(reconcileConfiguration(next))
             }
@@ -242,10 +244,11 @@ public enum Daemon {
         }
         let app = application(
             settings: settings, store: store,
-            services: storeServices + [dispatcher] + (reconcilerService.map { [$0] } ?? []) + [
+            // Each one must run until shutdown; one that returns stops the daemon with an error.
+            services: (storeServices + [dispatcher] + (reconcilerService.map { [$0] } ?? []) + [
                 reload,
-                RetentionService(store: store, dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds, logger: logger),
-            ],
+                RetentionService(store: store, windows: retentionWindows, logger: logger),
+            ]).map { Essential(service: $0) },
             logger: logger,
             metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() }, track: track,
             onServerRunning: { port in
@@ -259,6 +262,7 @@ public enum Daemon {
         do {
             try await app.runService()
         } catch {
+            logger.critical("stopped on an error", metadata: ["error": .string(String(describing: error))])
             try? await httpClient.shutdown()
             throw error
         }

@@ -26,7 +26,7 @@ struct ReloadService: Service, CustomStringConvertible {
             var running = initial
             for await _ in signals {
                 let next = reload(from: running)
-                if next.api != nil || running.api != nil { await onReload(next) }
+                await onReload(next)
                 running = next
             }
         }

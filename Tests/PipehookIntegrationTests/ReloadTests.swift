@@ -85,3 +85,51 @@ import Testing
         server.kill(SIGTERM)
     }
 }
+
+import Logging
+import PipehookDaemon
+import ServiceLifecycle
+
+/// SPEC §9: a service of the daemon that stops makes the process exit non-zero.
+@Suite struct EssentialServiceTests {
+    struct ReturnsAtOnce: Service { func run() async throws {} }
+    struct RunsUntilShutdown: Service {
+        func run() async throws { try? await gracefulShutdown() }
+    }
+
+    @Test func aServiceThatReturnsByItselfFailsTheGroup() async throws {
+        let group = ServiceGroup(services: [Essential(service: RunsUntilShutdown()), Essential(service: ReturnsAtOnce())], logger: Fixture.logger)
+        let error = await #expect(throws: ServiceStopped.self) { try await group.run() }
+        #expect(error?.description == "the ReturnsAtOnce service stopped by itself")
+    }
+
+    @Test func servicesThatEndOnShutdownAreFine() async throws {
+        let group = ServiceGroup(services: [Essential(service: RunsUntilShutdown())], logger: Fixture.logger)
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            try await Task.sleep(for: .milliseconds(100))
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+    }
+}
+
+extension ReloadTests {
+    /// Every reloaded key is applied or named: retention windows apply at once, the lease needs
+    /// a restart and says so.
+    @Test func reloadAppliesRetentionAndNamesWhatNeedsARestart() async throws {
+        let dir = TempDir()
+        let path = try write(dir, secrets: [Fixture.secret])
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        _ = try await server.waitForPort()
+        _ = try write(dir, secrets: [Fixture.secret], extra: "dedup_window: 2d\nretention: 10d\nlease: 30s")
+        kill(server.process.processIdentifier, SIGHUP)
+        try await waitForLog(server, "configuration reloaded", count: 1)
+        let line = try #require(server.stdout.split(separator: "\n").first { $0.contains(#""msg":"configuration reloaded""#) })
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        let needsRestart = json["needs_restart"] as? [String] ?? []
+        #expect(needsRestart == ["lease"], "\(line)")
+        server.kill(SIGTERM)
+        #expect(server.process.terminationStatus == 0)
+    }
+}
