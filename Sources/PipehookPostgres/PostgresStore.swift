@@ -493,11 +493,11 @@ extension PostgresStore: WebhookStore {
         }
     }
 
-    public func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
+    public func unrecognized(after: Int64, limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
         try await read("read unrecognized deliveries") { db, logger in
             try await db.query("""
                 SELECT seq, source, delivery_id, received_at, signed_at, reason, raw FROM unrecognized
-                WHERE reprocessed_at IS NULL ORDER BY seq LIMIT \(limit)
+                WHERE reprocessed_at IS NULL AND seq > \(after) ORDER BY seq LIMIT \(limit)
                 """, logger: logger).collect().map { row in
                 let (seq, source, deliveryID, receivedAt, signedAt, reason, raw) =
                     try row.decode((Int64, String, String, Int64, Int64, String, ByteBuffer).self)

@@ -327,9 +327,11 @@ public final class SQLiteStore: WebhookStore {
         try? connection.close()
     }
 
-    public func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
+    public func unrecognized(after: Int64, limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
         try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM unrecognized WHERE reprocessed_at IS NULL ORDER BY seq LIMIT ?", arguments: [limit]).map { row in
+            try Row.fetchAll(db, sql: """
+                SELECT * FROM unrecognized WHERE reprocessed_at IS NULL AND seq > ? ORDER BY seq LIMIT ?
+                """, arguments: [after, limit]).map { row in
                 let raw: Data = row["raw"]
                 return UnrecognizedDelivery(
                     seq: row["seq"], source: row["source"], deliveryID: row["delivery_id"], receivedAt: row["received_at"],

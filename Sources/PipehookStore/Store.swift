@@ -180,7 +180,8 @@ public protocol WebhookStore: Sendable {
     func isWritable() async -> Bool
 
     /// Signed deliveries no format could read, oldest first, not yet reprocessed.
-    func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery]
+    /// `after` pages through them: only those with a larger `seq`.
+    func unrecognized(after: Int64, limit: Int) async throws(StoreError) -> [UnrecognizedDelivery]
 
     /// New jobs for a stored event's routes, even if they ran before (`pipehook replay`).
     func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [RoutePin], at: Int64) async throws(StoreError) -> [JobRecord]
@@ -206,24 +207,39 @@ public struct UnrecognizedDelivery: Sendable, Equatable {
 }
 
 extension WebhookStore {
+    /// How many unrecognized bodies `reprocess` reads at a time.
+    public static var reprocessPage: Int { 200 }
+
+    public func unrecognized(limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
+        try await unrecognized(after: .min, limit: limit)
+    }
+
     /// Reads every unrecognized delivery again with `decode`; those it now understands go
     /// through the state machine (and routes) like a webhook. Returns (reprocessed, still unrecognized).
     public func reprocess(
         decode: (UnrecognizedDelivery) -> IncomingDelivery.Content?, routes: @escaping (GenerationStatus) -> [RoutePin], at: Int64
     ) async throws(StoreError) -> (recognized: Int, unrecognized: Int) {
-        let pending = try await unrecognized(limit: 100_000)
-        var recognized = 0
-        for item in pending {
-            guard let content = decode(item), case .event(let event) = content else { continue }
-            var delivery = IncomingDelivery(
-                source: item.source, deliveryID: item.deliveryID, receivedAt: item.receivedAt, signedAt: item.signedAt,
-                body: item.raw, content: content, routes: routes(event.status)
-            )
-            delivery.reprocessing = item.seq
-            _ = try await ingest(delivery)
-            recognized += 1
+        // In pages, oldest first: never more than a page of raw bodies in memory.
+        var recognized = 0, unrecognized = 0, cursor: Int64 = .min
+        while true {
+            let page = try await self.unrecognized(after: cursor, limit: Self.reprocessPage)
+            guard let last = page.last else { break }
+            cursor = last.seq
+            for item in page {
+                guard let content = decode(item), case .event(let event) = content else {
+                    unrecognized += 1
+                    continue
+                }
+                var delivery = IncomingDelivery(
+                    source: item.source, deliveryID: item.deliveryID, receivedAt: item.receivedAt, signedAt: item.signedAt,
+                    body: item.raw, content: content, routes: routes(event.status)
+                )
+                delivery.reprocessing = item.seq
+                _ = try await ingest(delivery)
+                recognized += 1
+            }
         }
-        return (recognized, pending.count - recognized)
+        return (recognized, unrecognized)
     }
 
 }

@@ -454,3 +454,32 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
         }
     }
 }
+
+extension StoreConformanceTests {
+    /// `reprocess` reads unrecognized bodies a page at a time and goes through all of them,
+    /// whether they are recognized now or not (issue 10: it loaded up to 100,000 at once).
+    @Test(arguments: StoreKind.available)
+    func reprocessPagesThroughEveryUnrecognizedBody(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let count = SQLiteStore.reprocessPage * 2 + 7
+            for i in 0..<count {
+                let body = i.isMultiple(of: 3) ? "not json \(i)" : Fixture.body(generation: "g\(i)", status: "completed")
+                _ = try await store.ingest(IncomingDelivery(
+                    source: "pipevideo", deliveryID: "u\(i)", receivedAt: 5, signedAt: 0, body: Array(body.utf8),
+                    content: .unrecognized(reason: "format was older")
+                ))
+            }
+            let pages = try await store.unrecognized(after: .min, limit: 100)
+            #expect(pages.count == 100 && pages.map(\.seq) == pages.map(\.seq).sorted())
+            let next = try await store.unrecognized(after: pages.last!.seq, limit: 100)
+            #expect(Set(next.map(\.seq)).isDisjoint(with: pages.map(\.seq)) && next.count == 100)
+            let result = try await store.reprocess(
+                decode: { (try? PipevideoFormat().decode($0.raw)).map { .event($0) } }, routes: { _ in [] }, at: 10
+            )
+            let unreadable = (0..<count).filter { $0.isMultiple(of: 3) }.count
+            #expect(result.recognized == count - unreadable && result.unrecognized == unreadable)
+            #expect(try await store.unrecognized(limit: 1_000).count == unreadable, "the unreadable ones stay for later")
+        }
+    }
+}
