@@ -169,7 +169,7 @@ let package = Package(
             name: "PipehookUnitTests",
             dependencies: [
                 "PipehookSignature", "PipehookLifecycle", "PipehookFormats", "PipehookSettings", "PipehookDispatch",
-                "PipehookReconcile",
+                "PipehookReconcile", "PipehookStore",
             ],
             resources: [.copy("Fixtures")],
             swiftSettings: strict

@@ -31,6 +31,8 @@ public final class PostgresStore: Sendable {
     let answerTimeout: Duration
     /// The task running `client.run()`: the client leases no connection without it.
     private let runner = Mutex<Task<Void, Never>?>(nil)
+    /// Attempt finishes of concurrent jobs share transactions (PostgresStore+Jobs.swift).
+    let finishes = LazyGroupCommit<AttemptFinish, FinishedAttempt>()
 
     /// Creates the store and its client without running the client; see `open` for a ready store.
     public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), answerTimeout: Duration = .seconds(60), logger: Logger) {
