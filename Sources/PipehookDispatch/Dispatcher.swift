@@ -191,7 +191,12 @@ public final class Dispatcher: Service {
         // here (on this host's monotonic clock) can only underestimate how long it lasts.
         let sent = ContinuousClock.now
         do {
-            claimed = try await store.claimJobs(owner: owner, leaseMilliseconds: options.leaseMilliseconds, limit: free)
+            // The claim opens each job's first attempt in its own transaction: one write per step.
+            let routes = self.routes
+            claimed = try await store.claimJobs(owner: owner, leaseMilliseconds: options.leaseMilliseconds, limit: free) { job, pin in
+                guard case .success(let route) = routes.resolve(pin), route.steps.indices.contains(job.nextStep) else { return nil }
+                return route.steps[job.nextStep].kind
+            }
         } catch {
             logger.error("cannot claim jobs", metadata: ["error": .string(error.message)])
             return
@@ -234,7 +239,7 @@ public final class Dispatcher: Service {
         switch routes.resolve(claimed.route) {
         case .success(let resolved): route = resolved
         case .failure(let failure):
-            await finish(job, lease: lease, attemptID: nil, step: job.nextStep, kind: "route",
+            await finish(job, lease: lease, attemptID: claimed.attemptID, step: job.nextStep, kind: "route",
                          result: AttemptResult(outcome: .dead, summary: failure.message),
                          disposition: .dead(error: failure.message), metadata: metadata)
             return
@@ -242,11 +247,13 @@ public final class Dispatcher: Service {
         if job.nextStep >= route.steps.count {
             // Only an unpinned job whose route shrank under it: its remaining steps are gone.
             let summary = "no steps left: route \(route.name) has \(route.steps.count) step(s) now"
-            await finish(job, lease: lease, attemptID: nil, step: job.nextStep, kind: "route",
+            await finish(job, lease: lease, attemptID: claimed.attemptID, step: job.nextStep, kind: "route",
                          result: AttemptResult(outcome: .succeeded, summary: summary),
                          disposition: .advance(artifact: nil, done: true), metadata: metadata)
             return
         }
+        // Opened by the claim, then by each finish that advances: normally no write of its own.
+        var opened = claimed.attemptID
         while job.nextStep < route.steps.count, job.state == .running {
             let index = job.nextStep
             let step = route.steps[index]
@@ -254,12 +261,17 @@ public final class Dispatcher: Service {
             metadata["step"] = .string("\(index):\(step.kind)")
             metadata["attempt"] = .stringConvertible(attempt)
             let attemptID: Int64
-            do {
-                attemptID = try await store.startAttempt(lease, step: index, stepKind: step.kind, attempt: attempt)
-            } catch {
-                logger.error("cannot record attempt start", metadata: metadata.merging(["error": .string(error.message)]) { a, _ in a })
-                return  // the lease expires and the job is claimed again
+            if let opened {
+                attemptID = opened
+            } else {
+                do {
+                    attemptID = try await store.startAttempt(lease, step: index, stepKind: step.kind, attempt: attempt)
+                } catch {
+                    logger.error("cannot record attempt start", metadata: metadata.merging(["error": .string(error.message)]) { a, _ in a })
+                    return  // the lease expires and the job is claimed again
+                }
             }
+            opened = nil
             if keeper.isLost { return }
             let context = StepContext(jobID: job.id, attempt: attempt, document: Self.document(claimed.event, artifact: job.artifact))
             let started = ContinuousClock.now
@@ -289,10 +301,15 @@ public final class Dispatcher: Service {
             metadata["outcome"] = .string(result.outcome.rawValue)
             metadata["summary"] = .string(outcome.summary)
             metadata["duration_ms"] = .stringConvertible(elapsed.milliseconds)
-            guard let updated = await finish(job, lease: lease, attemptID: attemptID, step: index, kind: step.kind, result: result, disposition: disposition, metadata: metadata) else {
+            let nextKind = route.steps.indices.contains(index + 1) ? route.steps[index + 1].kind : nil
+            guard let finished = await finish(
+                job, lease: lease, attemptID: attemptID, step: index, kind: step.kind, result: result, disposition: disposition,
+                nextStepKind: nextKind, metadata: metadata
+            ) else {
                 return
             }
-            job = updated
+            job = finished.job
+            opened = finished.nextAttemptID
         }
     }
 
@@ -317,11 +334,13 @@ public final class Dispatcher: Service {
         }
     }
 
+    /// Records the attempt's end and the job's move (opening the next step's attempt when
+    /// `nextStepKind` is given and the job advanced), in one write shared with other jobs' finishes.
     @discardableResult
     private func finish(
         _ job: JobRecord, lease: JobLease, attemptID: Int64?, step: Int, kind: String, result: AttemptResult,
-        disposition: AttemptDisposition, metadata: Logger.Metadata
-    ) async -> JobRecord? {
+        disposition: AttemptDisposition, nextStepKind: String? = nil, metadata: Logger.Metadata
+    ) async -> FinishedAttempt? {
         do {
             let id: Int64
             if let attemptID {
@@ -329,7 +348,10 @@ public final class Dispatcher: Service {
             } else {
                 id = try await store.startAttempt(lease, step: step, stepKind: kind, attempt: job.attempts + 1)
             }
-            let updated = try await store.finishAttempt(id, lease: lease, result: result, disposition: disposition)
+            let finished = try await store.finishAttempt(AttemptFinish(
+                attemptID: id, lease: lease, result: result, disposition: disposition, nextStepKind: nextStepKind
+            ))
+            let updated = finished.job
             switch updated.state {
             case .succeeded:
                 metrics.jobFinished(route: job.route, result: "succeeded")
@@ -340,7 +362,7 @@ public final class Dispatcher: Service {
             case .pending: logger.warning("step failed; retry scheduled", metadata: metadata)
             case .running: logger.info("step succeeded", metadata: metadata)
             }
-            return updated
+            return finished
         } catch where error.kind == .fenced {
             logger.warning("attempt not recorded: the job's lease was taken over", metadata: metadata)
             return nil

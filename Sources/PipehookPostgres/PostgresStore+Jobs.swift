@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PipehookLifecycle
 import PipehookStore
@@ -9,66 +10,165 @@ extension PostgresStore: JobStore {
     /// (its instance died or stalled) is taken over, its fence incremented, and the attempt it was
     /// making marked interrupted in the same transaction. Due-ness and the new lease are computed
     /// from the server's clock, so instances whose clocks differ agree on who holds a job.
-    public func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
+    ///
+    /// A fixed number of round trips whatever the number of jobs: lock the due rows, fetch their
+    /// events, mark their old attempts interrupted, write the claimed rows back, open the attempts.
+    public func claimJobs(
+        owner: String, leaseMilliseconds: Int64, limit: Int, nextStepKind: @escaping NextStepKind
+    ) async throws(StoreError) -> [ClaimedJob] {
         try await write("claim jobs") { db, logger in
             let rows = try await db.query("""
-                WITH now AS (SELECT \(unescaped: Self.serverNow) AS ms), due AS (
-                    SELECT id FROM jobs, now
-                    WHERE (state = 'pending' AND run_at <= now.ms) OR (state = 'running' AND lease_until < now.ms)
-                    ORDER BY run_at LIMIT \(limit)
-                    FOR UPDATE OF jobs SKIP LOCKED
-                ), interrupted AS (
-                    UPDATE attempts SET outcome = 'interrupted', ended_at = (SELECT ms FROM now),
-                           summary = \(JobRules.interruptedByLostLease)
-                    WHERE job_id IN (SELECT id FROM due) AND outcome = 'running'
-                )
-                UPDATE jobs SET state = 'running', lease_owner = \(owner), lease_until = now.ms + \(leaseMilliseconds),
-                       fence = jobs.fence + 1, updated_at = now.ms
-                FROM due, now WHERE jobs.id = due.id
-                RETURNING \(unescaped: Self.jobColumns(table: "jobs")),
-                    (SELECT definition FROM route_versions r WHERE r.version = jobs.route_version) AS definition
+                WITH now AS (SELECT \(unescaped: Self.serverNow) AS ms)
+                SELECT \(unescaped: Self.jobColumns(table: "jobs")),
+                    (SELECT definition FROM route_versions r WHERE r.version = jobs.route_version) AS definition, now.ms AS now
+                FROM jobs, now
+                WHERE (state = 'pending' AND run_at <= now.ms) OR (state = 'running' AND lease_until < now.ms)
+                ORDER BY run_at LIMIT \(limit)
+                FOR UPDATE OF jobs SKIP LOCKED
                 """, logger: logger).collect()
-            var jobs: [(JobRecord, String?)] = []
+            guard !rows.isEmpty else { return [] }
+            var now: Int64 = 0
+            var due: [(job: JobRecord, fence: Int64, definition: String?)] = []
             for row in rows {
-                let definition = try row.makeRandomAccess()["definition"].decode(String?.self)
-                jobs.append((try Self.job(row), definition))
+                let columns = row.makeRandomAccess()
+                now = try columns["now"].decode(Int64.self)
+                let job = try Self.job(row)
+                guard let claimed = JobRules.claim(job, owner: owner, now: now, leaseMilliseconds: leaseMilliseconds) else { continue }
+                due.append((claimed, job.fence, try columns["definition"].decode(String?.self)))
             }
-            jobs.sort { ($0.0.runAt, $0.0.id) < ($1.0.runAt, $1.0.id) }
+            due.sort { ($0.job.runAt, $0.job.id) < ($1.job.runAt, $1.job.id) }
+            guard !due.isEmpty else { return [] }
+            // Every claimed job's event in one query.
+            var events: [EventKey: StoredEvent] = [:]
+            for row in try await db.query("""
+                SELECT \(unescaped: Self.eventColumns) FROM events
+                WHERE (source, event_id) IN (SELECT * FROM unnest(\(due.map(\.job.source))::text[], \(due.map(\.job.eventID))::text[]))
+                """, logger: logger).collect() {
+                let event = try Self.storedEvent(row)
+                events[EventKey(source: event.source, eventID: event.eventID)] = event
+            }
+            try await db.query("""
+                UPDATE attempts SET outcome = 'interrupted', ended_at = \(now), summary = \(JobRules.interruptedByLostLease)
+                WHERE job_id = ANY(\(due.map(\.job.id))::text[]) AND outcome = 'running'
+                """, logger: logger)
+            var saved: [(JobRecord, Int64)] = []
             var claimed: [ClaimedJob] = []
-            for (job, definition) in jobs {
-                let event = try await db.query("""
-                    SELECT \(unescaped: Self.eventColumns) FROM events WHERE source = \(job.source) AND event_id = \(job.eventID)
-                    """, logger: logger).collect().first
-                guard let event else {
-                    try await db.query("""
-                        UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL,
-                               last_error = \(JobRules.eventGone), updated_at = \(unescaped: Self.serverNow) WHERE id = \(job.id)
-                        """, logger: logger)
+            var starts: [(String, AttemptStart)] = []
+            for (job, fence, definition) in due {
+                guard let event = events[EventKey(source: job.source, eventID: job.eventID)] else {
+                    saved.append((JobRules.eventMissing(job, now: now), fence))
                     continue
                 }
+                saved.append((job, fence))
                 var route = RoutePin(stringLiteral: job.route)
                 if let version = job.routeVersion, let definition {
                     route = RoutePin(name: job.route, version: version, definition: definition)
                 }
-                claimed.append(ClaimedJob(
-                    job: job, event: try Self.storedEvent(event), route: route,
-                    lease: JobLease(jobID: job.id, owner: owner, fence: job.fence)
-                ))
+                if let start = JobRules.attemptToOpen(job, stepKind: nextStepKind(job, route)) { starts.append((job.id, start)) }
+                claimed.append(ClaimedJob(job: job, event: event, route: route, lease: JobLease(jobID: job.id, owner: owner, fence: job.fence)))
             }
-            return claimed
+            try await Self.save(saved, db, logger)
+            let opened = try await Self.open(starts, at: now, db, logger)
+            return claimed.map { claim in
+                var claim = claim
+                claim.attemptID = opened[claim.job.id]
+                return claim
+            }
         }
     }
 
-    /// Locks the job row if it is still running under this exact claim; false when the lease is
-    /// stale. Taken first in every holder's write: the order `claimJobs` locks in (job, then
-    /// attempts), so a late holder and a takeover cannot deadlock.
-    private static func lockHeld(_ lease: JobLease, _ db: PostgresConnection, _ logger: Logger) async throws -> Bool {
-        try await !db.query("""
-            SELECT 1 FROM jobs WHERE id = \(lease.jobID) AND fence = \(lease.fence) AND lease_owner = \(lease.owner)
-                AND state = 'running' FOR UPDATE
-            """, logger: logger).collect().isEmpty
+    private struct EventKey: Hashable {
+        var source: String
+        var eventID: String
     }
 
+    /// Locks the job rows (in id order: the same order everywhere, job rows before attempts) and
+    /// reads them with the server's clock.
+    private static func lock(
+        _ ids: [String], _ db: PostgresConnection, _ logger: Logger
+    ) async throws -> (now: Int64, jobs: [String: JobRecord]) {
+        let rows = try await db.query("""
+            SELECT \(unescaped: jobColumns()), \(unescaped: serverNow) AS now FROM jobs
+            WHERE id = ANY(\(Array(Set(ids)).sorted())::text[]) ORDER BY id FOR UPDATE
+            """, logger: logger).collect()
+        var now: Int64?
+        var jobs: [String: JobRecord] = [:]
+        for row in rows {
+            now = try row.makeRandomAccess()["now"].decode(Int64.self)
+            let job = try Self.job(row)
+            jobs[job.id] = job
+        }
+        if let now { return (now, jobs) }
+        let clock = try await db.query("SELECT \(unescaped: serverNow)", logger: logger).collect()
+        return (try clock[0].decode(Int64.self), [:])
+    }
+
+    /// One job row as `jsonb_to_recordset` reads it (absent keys are NULL).
+    private struct JobRow: Encodable {
+        var id: String
+        var readFence: Int64
+        var state: String
+        var nextStep: Int
+        var attempts: Int
+        var runAt: Int64
+        var leaseOwner: String?
+        var leaseUntil: Int64?
+        var fence: Int64
+        var artifactFile: String?
+        var artifactSHA256: String?
+        var artifactBytes: Int64?
+        var lastError: String?
+        var updatedAt: Int64
+    }
+
+    /// Writes back the rows rules returned, in one statement, each only if its fence is still the
+    /// one read under the row lock (the second of each pair).
+    private static func save(_ jobs: [(JobRecord, Int64)], _ db: PostgresConnection, _ logger: Logger) async throws {
+        guard !jobs.isEmpty else { return }
+        let rows = jobs.map { job, fence in
+            JobRow(
+                id: job.id, readFence: fence, state: job.state.rawValue, nextStep: job.nextStep, attempts: job.attempts, runAt: job.runAt,
+                leaseOwner: job.leaseOwner, leaseUntil: job.leaseUntil, fence: job.fence, artifactFile: job.artifact?.file,
+                artifactSHA256: job.artifact?.sha256, artifactBytes: job.artifact?.bytes, lastError: job.lastError, updatedAt: job.updatedAt
+            )
+        }
+        let json = String(decoding: try JSONEncoder().encode(rows), as: UTF8.self)
+        try await db.query("""
+            UPDATE jobs SET state = u."state", next_step = u."nextStep", attempts = u."attempts", run_at = u."runAt",
+                lease_owner = u."leaseOwner", lease_until = u."leaseUntil", fence = u."fence", artifact_file = u."artifactFile",
+                artifact_sha256 = u."artifactSHA256", artifact_bytes = u."artifactBytes", last_error = u."lastError",
+                updated_at = u."updatedAt"
+            FROM jsonb_to_recordset(\(json)::jsonb) AS u("id" text, "readFence" bigint, "state" text, "nextStep" bigint,
+                "attempts" bigint, "runAt" bigint, "leaseOwner" text, "leaseUntil" bigint, "fence" bigint, "artifactFile" text,
+                "artifactSHA256" text, "artifactBytes" bigint, "lastError" text, "updatedAt" bigint)
+            WHERE jobs.id = u."id" AND jobs.fence = u."readFence"
+            """, logger: logger)
+    }
+
+    /// Opens attempts (outcome `running`) in one statement; their ids by job.
+    private static func open(
+        _ starts: [(String, AttemptStart)], at now: Int64, _ db: PostgresConnection, _ logger: Logger
+    ) async throws -> [String: Int64] {
+        guard !starts.isEmpty else { return [:] }
+        let rows = try await db.query("""
+            INSERT INTO attempts (job_id, step, step_kind, attempt, started_at, outcome)
+            SELECT u.job_id, u.step, u.step_kind, u.attempt, \(now), 'running'
+            FROM unnest(\(starts.map(\.0))::text[], \(starts.map { Int64($0.1.step) })::bigint[],
+                        \(starts.map(\.1.stepKind))::text[], \(starts.map { Int64($0.1.attempt) })::bigint[])
+                 WITH ORDINALITY AS u(job_id, step, step_kind, attempt, n)
+            ORDER BY u.n
+            RETURNING id, job_id
+            """, logger: logger).collect()
+        var ids: [String: Int64] = [:]
+        for row in rows {
+            let (id, jobID) = try row.decode((Int64, String).self)
+            ids[jobID] = id
+        }
+        return ids
+    }
+
+    /// One statement, not lock-then-write: renewals run every third of a lease and must stay quick.
+    /// Its WHERE clause is `JobRules.holds`, its SET `JobRules.renew`.
     public func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool {
         try await write("renew lease") { db, logger in
             try await !db.query("""
@@ -81,72 +181,113 @@ extension PostgresStore: JobStore {
 
     public func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64 {
         try await write("start attempt") { db, logger in
-            guard try await Self.lockHeld(lease, db, logger) else { throw JobRules.fenced(lease) }
-            let rows = try await db.query("""
-                INSERT INTO attempts (job_id, step, step_kind, attempt, started_at, outcome)
-                VALUES (\(lease.jobID), \(step), \(stepKind), \(attempt), \(unescaped: Self.serverNow), 'running') RETURNING id
-                """, logger: logger).collect()
-            return try rows[0].decode(Int64.self)
+            let (now, jobs) = try await Self.lock([lease.jobID], db, logger)
+            guard let job = jobs[lease.jobID], JobRules.holds(job, lease) else { throw JobRules.fenced(lease) }
+            let opened = try await Self.open([(lease.jobID, AttemptStart(step: step, stepKind: stepKind, attempt: attempt))], at: now, db, logger)
+            guard let id = opened[lease.jobID] else { throw StoreError(.unavailable, "start attempt: no attempt id returned") }
+            return id
         }
     }
 
-    public func finishAttempt(
-        _ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition
-    ) async throws(StoreError) -> JobRecord {
-        try await write("finish attempt") { db, logger in
-            // Nothing is recorded by a stale holder: another instance owns the job now.
-            guard try await Self.lockHeld(lease, db, logger) else { throw JobRules.fenced(lease) }
-            let now = Self.serverNow
-            let rows: [PostgresRow]
-            switch disposition {
-            case .advance(let artifact, let done):
-                rows = try await db.query("""
-                    UPDATE jobs SET next_step = next_step + 1, attempts = 0, last_error = NULL, updated_at = \(unescaped: now),
-                        state = CASE WHEN \(done) THEN 'succeeded' ELSE state END,
-                        lease_owner = CASE WHEN \(done) THEN NULL ELSE lease_owner END,
-                        lease_until = CASE WHEN \(done) THEN NULL ELSE lease_until END,
-                        artifact_file = coalesce(\(artifact?.file)::text, artifact_file),
-                        artifact_sha256 = coalesce(\(artifact?.sha256)::text, artifact_sha256),
-                        artifact_bytes = coalesce(\(artifact?.bytes)::bigint, artifact_bytes)
-                    WHERE id = \(lease.jobID)
-                    RETURNING \(unescaped: Self.jobColumns())
-                    """, logger: logger).collect()
-            case .retry(let delay, let error):
-                rows = try await db.query("""
-                    UPDATE jobs SET state = 'pending', attempts = attempts + 1, run_at = \(unescaped: now) + \(max(0, delay)),
-                        last_error = \(error), lease_owner = NULL, lease_until = NULL, updated_at = \(unescaped: now)
-                    WHERE id = \(lease.jobID)
-                    RETURNING \(unescaped: Self.jobColumns())
-                    """, logger: logger).collect()
-            case .dead(let error):
-                rows = try await db.query("""
-                    UPDATE jobs SET state = 'dead', attempts = attempts + 1, last_error = \(error),
-                        lease_owner = NULL, lease_until = NULL, updated_at = \(unescaped: now)
-                    WHERE id = \(lease.jobID)
-                    RETURNING \(unescaped: Self.jobColumns())
-                    """, logger: logger).collect()
+    public func finishAttempt(_ finish: AttemptFinish) async throws(StoreError) -> FinishedAttempt {
+        try await finishes.submit(finish) { [weak self] batch in
+            guard let self else { return batch.map { _ in .failure(StoreError(.unavailable, "the store is closed")) } }
+            return await self.commitFinishes(batch)
+        }.get()
+    }
+
+    /// One attempt's end as `jsonb_to_recordset` reads it.
+    private struct AttemptEnd: Encodable {
+        var id: Int64
+        var jobID: String
+        var outcome: String
+        var summary: String
+        var exitCode: Int64?
+        var httpStatus: Int64?
+        var output: String
+    }
+
+    /// The finishes of many jobs in one transaction and a fixed number of round trips: lock the
+    /// job rows, end the attempts, write the jobs back (guarded by the fence read under the lock),
+    /// open the next attempts. A stale lease fails only its own finish; if the transaction fails,
+    /// each finish is tried again in its own.
+    private func commitFinishes(_ batch: [AttemptFinish]) async -> [Result<FinishedAttempt, StoreError>] {
+        func each(_ finishes: [AttemptFinish]) async throws(StoreError) -> [Result<FinishedAttempt, StoreError>] {
+            try await write("finish attempts") { db, logger in
+                let (now, locked) = try await Self.lock(finishes.map(\.lease.jobID), db, logger)
+                var current = locked
+                var results: [Result<FinishedAttempt, StoreError>] = []
+                var ends: [AttemptEnd] = []
+                var starts: [(Int, String, AttemptStart)] = []
+                for finish in finishes {
+                    let lease = finish.lease
+                    do throws(StoreError) {
+                        guard let job = current[lease.jobID] else { throw JobRules.fenced(lease) }
+                        let next = try JobRules.finish(job, lease: lease, disposition: finish.disposition, now: now)
+                        current[lease.jobID] = next
+                        let result = finish.result
+                        ends.append(AttemptEnd(
+                            id: finish.attemptID, jobID: lease.jobID, outcome: result.outcome.rawValue, summary: result.summary,
+                            exitCode: result.exitCode.map(Int64.init), httpStatus: result.httpStatus.map(Int64.init),
+                            output: Data(result.output).base64EncodedString()
+                        ))
+                        if let start = JobRules.attemptToOpen(next, stepKind: finish.nextStepKind) {
+                            starts.append((results.count, lease.jobID, start))
+                        }
+                        results.append(.success(FinishedAttempt(job: next, nextAttemptID: nil)))
+                    } catch {
+                        results.append(.failure(error))
+                    }
+                }
+                if !ends.isEmpty {
+                    let json = String(decoding: try JSONEncoder().encode(ends), as: UTF8.self)
+                    try await db.query("""
+                        UPDATE attempts SET ended_at = \(now), outcome = u."outcome", summary = u."summary", exit_code = u."exitCode",
+                            http_status = u."httpStatus", output = decode(u."output", 'base64')
+                        FROM jsonb_to_recordset(\(json)::jsonb) AS u("id" bigint, "jobID" text, "outcome" text, "summary" text,
+                            "exitCode" bigint, "httpStatus" bigint, "output" text)
+                        WHERE attempts.id = u."id" AND attempts.job_id = u."jobID"
+                        """, logger: logger)
+                }
+                var changed: [(JobRecord, Int64)] = []
+                for (id, job) in current {
+                    if let read = locked[id], read != job { changed.append((job, read.fence)) }
+                }
+                try await Self.save(changed, db, logger)
+                let opened = try await Self.open(starts.map { ($0.1, $0.2) } as [(String, AttemptStart)], at: now, db, logger)
+                for (index, jobID, _) in starts {
+                    if case .success(var finished) = results[index] {
+                        finished.nextAttemptID = opened[jobID]
+                        results[index] = .success(finished)
+                    }
+                }
+                return results
             }
-            try await db.query("""
-                UPDATE attempts SET ended_at = \(unescaped: now), outcome = \(result.outcome.rawValue), summary = \(result.summary),
-                       exit_code = \(result.exitCode.map(Int64.init)), http_status = \(result.httpStatus.map(Int64.init)),
-                       output = \(ByteBuffer(bytes: result.output))
-                WHERE id = \(attemptID) AND job_id = \(lease.jobID)
-                """, logger: logger)
-            return try Self.job(rows[0])
         }
+        do {
+            return try await each(batch)
+        } catch {
+            if batch.count == 1 { return [.failure(error)] }
+        }
+        var results: [Result<FinishedAttempt, StoreError>] = []
+        for finish in batch {
+            do throws(StoreError) {
+                results.append(contentsOf: try await each([finish]))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        return results
     }
 
     public func releaseJob(_ lease: JobLease) async throws(StoreError) {
         try await write("release job") { db, logger in
             // Only this claim's job: a lease another instance took over is not ours to touch.
-            guard try await Self.lockHeld(lease, db, logger) else { return }
+            let (now, jobs) = try await Self.lock([lease.jobID], db, logger)
+            guard let job = jobs[lease.jobID], let released = JobRules.release(job, lease: lease, now: now) else { return }
+            try await Self.save([(released, job.fence)], db, logger)
             try await db.query("""
-                UPDATE jobs SET state = 'pending', run_at = \(unescaped: Self.serverNow), lease_owner = NULL, lease_until = NULL,
-                       updated_at = \(unescaped: Self.serverNow)
-                WHERE id = \(lease.jobID)
-                """, logger: logger)
-            try await db.query("""
-                UPDATE attempts SET outcome = 'interrupted', ended_at = \(unescaped: Self.serverNow), summary = \(JobRules.interruptedByShutdown)
+                UPDATE attempts SET outcome = 'interrupted', ended_at = \(now), summary = \(JobRules.interruptedByShutdown)
                 WHERE job_id = \(lease.jobID) AND outcome = 'running'
                 """, logger: logger)
         }
@@ -194,28 +335,27 @@ extension PostgresStore: JobStore {
 
     public func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord {
         try await write("retry job") { db, logger in
-            guard let row = try await db.query(
-                "SELECT \(unescaped: Self.jobColumns()) FROM jobs WHERE id = \(jobID) FOR UPDATE", logger: logger
-            ).collect().first else {
-                throw StoreError(.notFound, "no job \(jobID)")
-            }
-            try JobRules.checkRetryable(try Self.job(row))
-            let rows = try await db.query("""
-                UPDATE jobs SET state = 'pending', run_at = \(unescaped: Self.serverNow), attempts = 0, updated_at = \(at) WHERE id = \(jobID)
-                RETURNING \(unescaped: Self.jobColumns())
-                """, logger: logger).collect()
-            return try Self.job(rows[0])
+            let (now, jobs) = try await Self.lock([jobID], db, logger)
+            guard let job = jobs[jobID] else { throw StoreError(.notFound, "no job \(jobID)") }
+            let retried = try JobRules.retry(job, now: now, at: at)
+            try await Self.save([(retried, job.fence)], db, logger)
+            return retried
         }
     }
 
     public func retryDead(at: Int64) async throws(StoreError) -> Int {
         try await write("retry dead jobs") { db, logger in
-            try await db.query("""
-                WITH retried AS (
-                    UPDATE jobs SET state = 'pending', run_at = \(unescaped: Self.serverNow), attempts = 0, updated_at = \(at)
-                    WHERE state = 'dead' RETURNING 1
-                ) SELECT count(*) FROM retried
-                """, logger: logger).collect().first?.decode(Int.self) ?? 0
+            let rows = try await db.query("""
+                SELECT \(unescaped: Self.jobColumns()), \(unescaped: Self.serverNow) AS now FROM jobs WHERE state = 'dead' ORDER BY id FOR UPDATE
+                """, logger: logger).collect()
+            var retried: [(JobRecord, Int64)] = []
+            for row in rows {
+                let now = try row.makeRandomAccess()["now"].decode(Int64.self)
+                let job = try Self.job(row)
+                if let next = JobRules.retryDead(job, now: now, at: at) { retried.append((next, job.fence)) }
+            }
+            try await Self.save(retried, db, logger)
+            return retried.count
         }
     }
 

@@ -34,6 +34,8 @@ public final class PostgresStore: Sendable {
     /// Concurrent ingests share transactions; set once in `init`.
     private let groupBox = Mutex<GroupCommit<IncomingDelivery, IntakeOutcome>?>(nil)
     var group: GroupCommit<IncomingDelivery, IntakeOutcome> { groupBox.withLock { $0! } }
+    /// Attempt finishes of concurrent jobs share transactions (PostgresStore+Jobs.swift).
+    let finishes = LazyGroupCommit<AttemptFinish, FinishedAttempt>()
 
     /// Creates the store and its client without running the client; see `open` for a ready store.
     public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), answerTimeout: Duration = .seconds(60), logger: Logger) {
@@ -45,7 +47,7 @@ public final class PostgresStore: Sendable {
         self.answerTimeout = answerTimeout
         // Weak: the batcher lives inside the store it commits to.
         groupBox.withLock { box in
-            box = GroupCommit(maxBatch: 256) { [weak self] batch in
+            box = GroupCommit(maxBatch: 128) { [weak self] batch in
                 guard let self else { return batch.map { _ in .failure(StoreError(.unavailable, "the store is closed")) } }
                 return await self.commit(batch)
             }

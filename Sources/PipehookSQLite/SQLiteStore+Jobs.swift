@@ -4,129 +4,169 @@ import PipehookLifecycle
 import PipehookStore
 
 extension SQLiteStore: JobStore {
-    public func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
+    public func claimJobs(
+        owner: String, leaseMilliseconds: Int64, limit: Int, nextStepKind: @escaping NextStepKind
+    ) async throws(StoreError) -> [ClaimedJob] {
         let clock = self.clock
         return try await write("claim jobs") { db in
             let now = clock()
-            let ids = try String.fetchAll(db, sql: """
-                SELECT id FROM jobs
+            let rows = try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT * FROM jobs
                 WHERE (state = 'pending' AND run_at <= ?) OR (state = 'running' AND lease_until < ?)
                 ORDER BY run_at LIMIT ?
-                """, arguments: [now, now, limit])
+                """), arguments: [now, now, limit])
             var claimed: [ClaimedJob] = []
-            for id in ids {
+            for row in rows {
+                guard let job = JobRules.claim(try Self.job(row), owner: owner, now: now, leaseMilliseconds: leaseMilliseconds) else { continue }
                 // A step that was running when its holder died or lost its lease shows as interrupted.
-                try db.execute(sql: """
-                    UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = ?
-                    WHERE job_id = ? AND outcome = 'running'
-                    """, arguments: [now, JobRules.interruptedByLostLease, id])
-                try db.execute(sql: """
-                    UPDATE jobs SET state = 'running', lease_owner = ?, lease_until = ?, fence = fence + 1, updated_at = ? WHERE id = ?
-                    """, arguments: [owner, now + leaseMilliseconds, now, id])
-                guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]) else { continue }
-                let job = try Self.job(row)
+                try Self.interruptAttempts(of: job.id, at: now, summary: JobRules.interruptedByLostLease, db)
                 guard let eventRow = try Row.fetchOne(
-                    db, sql: "SELECT * FROM events WHERE source = ? AND event_id = ?", arguments: [job.source, job.eventID]
+                    db.cachedStatement(sql: "SELECT * FROM events WHERE source = ? AND event_id = ?"), arguments: [job.source, job.eventID]
                 ) else {
-                    try db.execute(sql: """
-                        UPDATE jobs SET state = 'dead', lease_owner = NULL, lease_until = NULL, last_error = ?, updated_at = ? WHERE id = ?
-                        """, arguments: [JobRules.eventGone, now, id])
+                    try Self.save(JobRules.eventMissing(job, now: now), db)
                     continue
                 }
+                try Self.save(job, db)
                 var route = RoutePin(stringLiteral: job.route)
                 if let version = job.routeVersion,
-                   let definition = try String.fetchOne(db, sql: "SELECT definition FROM route_versions WHERE version = ?", arguments: [version]) {
+                   let definition = try String.fetchOne(
+                       db.cachedStatement(sql: "SELECT definition FROM route_versions WHERE version = ?"), arguments: [version]
+                   ) {
                     route = RoutePin(name: job.route, version: version, definition: definition)
                 }
+                let attemptID = try JobRules.attemptToOpen(job, stepKind: nextStepKind(job, route)).map { try Self.open($0, jobID: job.id, at: now, db) }
                 claimed.append(ClaimedJob(
                     job: job, event: try Self.storedEvent(eventRow), route: route,
-                    lease: JobLease(jobID: job.id, owner: owner, fence: job.fence)
+                    lease: JobLease(jobID: job.id, owner: owner, fence: job.fence), attemptID: attemptID
                 ))
             }
             return claimed
         }
     }
 
-    /// True when the job is still running under this exact claim.
-    private static func holds(_ lease: JobLease, _ db: Database) throws -> Bool {
-        try Bool.fetchOne(db, sql: """
-            SELECT 1 FROM jobs WHERE id = ? AND fence = ? AND lease_owner = ? AND state = 'running'
-            """, arguments: [lease.jobID, lease.fence, lease.owner]) ?? false
+    /// The job's row, or nil.
+    private static func fetchJob(_ id: String, _ db: Database) throws -> JobRecord? {
+        try Row.fetchOne(db.cachedStatement(sql: "SELECT * FROM jobs WHERE id = ?"), arguments: [id]).map(job)
+    }
+
+    /// Writes back a job row a rule returned (everything a transition may change).
+    private static func save(_ job: JobRecord, _ db: Database) throws {
+        try db.cachedStatement(sql: """
+            UPDATE jobs SET state = ?, next_step = ?, attempts = ?, run_at = ?, lease_owner = ?, lease_until = ?, fence = ?,
+                artifact_file = ?, artifact_sha256 = ?, artifact_bytes = ?, last_error = ?, updated_at = ?
+            WHERE id = ?
+            """).execute(arguments: [
+                job.state.rawValue, job.nextStep, job.attempts, job.runAt, job.leaseOwner, job.leaseUntil, job.fence,
+                job.artifact?.file, job.artifact?.sha256, job.artifact?.bytes, job.lastError, job.updatedAt, job.id,
+            ])
+    }
+
+    private static func interruptAttempts(of jobID: String, at: Int64, summary: String, _ db: Database) throws {
+        try db.cachedStatement(sql: """
+            UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = ? WHERE job_id = ? AND outcome = 'running'
+            """).execute(arguments: [at, summary, jobID])
+    }
+
+    private static func open(_ start: AttemptStart, jobID: String, at: Int64, _ db: Database) throws -> Int64 {
+        try db.cachedStatement(sql: """
+            INSERT INTO attempts (job_id, step, step_kind, attempt, started_at, outcome) VALUES (?, ?, ?, ?, ?, 'running')
+            """).execute(arguments: [jobID, start.step, start.stepKind, start.attempt, at])
+        return db.lastInsertedRowID
+    }
+
+    /// The job if it is still running under this exact claim.
+    private static func held(_ lease: JobLease, _ db: Database) throws -> JobRecord? {
+        guard let job = try fetchJob(lease.jobID, db), JobRules.holds(job, lease) else { return nil }
+        return job
     }
 
     public func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool {
         let clock = self.clock
         return try await write("renew lease") { db in
-            try db.execute(sql: """
-                UPDATE jobs SET lease_until = ? WHERE id = ? AND fence = ? AND lease_owner = ? AND state = 'running'
-                """, arguments: [clock() + leaseMilliseconds, lease.jobID, lease.fence, lease.owner])
-            return db.changesCount == 1
+            guard let job = try Self.held(lease, db),
+                  let renewed = JobRules.renew(job, lease: lease, now: clock(), leaseMilliseconds: leaseMilliseconds) else { return false }
+            try Self.save(renewed, db)
+            return true
         }
     }
 
     public func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64 {
         let clock = self.clock
         return try await write("start attempt") { db in
-            guard try Self.holds(lease, db) else { throw JobRules.fenced(lease) }
-            try db.execute(sql: """
-                INSERT INTO attempts (job_id, step, step_kind, attempt, started_at, outcome) VALUES (?, ?, ?, ?, ?, 'running')
-                """, arguments: [lease.jobID, step, stepKind, attempt, clock()])
-            return db.lastInsertedRowID
+            guard try Self.held(lease, db) != nil else { throw JobRules.fenced(lease) }
+            return try Self.open(AttemptStart(step: step, stepKind: stepKind, attempt: attempt), jobID: lease.jobID, at: clock(), db)
         }
     }
 
-    public func finishAttempt(
-        _ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition
-    ) async throws(StoreError) -> JobRecord {
-        let clock = self.clock
-        return try await write("finish attempt") { db in
-            // Checked first: a stale holder records neither the attempt nor the job's move.
-            guard try Self.holds(lease, db) else { throw JobRules.fenced(lease) }
-            let at = clock()
-            try db.execute(sql: """
-                UPDATE attempts SET ended_at = ?, outcome = ?, summary = ?, exit_code = ?, http_status = ?, output = ?
-                WHERE id = ? AND job_id = ?
-                """, arguments: [at, result.outcome.rawValue, result.summary, result.exitCode, result.httpStatus, Data(result.output), attemptID, lease.jobID])
-            switch disposition {
-            case .advance(let artifact, let done):
-                try db.execute(sql: """
-                    UPDATE jobs SET next_step = next_step + 1, attempts = 0, last_error = NULL, updated_at = ?,
-                        state = CASE WHEN ? THEN 'succeeded' ELSE state END,
-                        lease_owner = CASE WHEN ? THEN NULL ELSE lease_owner END,
-                        lease_until = CASE WHEN ? THEN NULL ELSE lease_until END,
-                        artifact_file = coalesce(?, artifact_file), artifact_sha256 = coalesce(?, artifact_sha256),
-                        artifact_bytes = coalesce(?, artifact_bytes)
-                    WHERE id = ?
-                    """, arguments: [at, done, done, done, artifact?.file, artifact?.sha256, artifact?.bytes, lease.jobID])
-            case .retry(let delay, let error):
-                try db.execute(sql: """
-                    UPDATE jobs SET state = 'pending', attempts = attempts + 1, run_at = ?, last_error = ?,
-                        lease_owner = NULL, lease_until = NULL, updated_at = ?
-                    WHERE id = ?
-                    """, arguments: [at + max(0, delay), error, at, lease.jobID])
-            case .dead(let error):
-                try db.execute(sql: """
-                    UPDATE jobs SET state = 'dead', attempts = attempts + 1, last_error = ?,
-                        lease_owner = NULL, lease_until = NULL, updated_at = ?
-                    WHERE id = ?
-                    """, arguments: [error, at, lease.jobID])
+    public func finishAttempt(_ finish: AttemptFinish) async throws(StoreError) -> FinishedAttempt {
+        let pool = self.pool, clock = self.clock
+        return try await finishes.submit(finish) { batch in
+            // Unstructured: GRDB interrupts a write whose task is cancelled, and one holder being
+            // cancelled must not abort the others' bookkeeping.
+            await Task { await Self.commitFinishes(batch, pool: pool, clock: clock) }.value
+        }.get()
+    }
+
+    /// The finishes of many jobs in one transaction (one fsync). A stale lease fails only its own
+    /// finish (checked before anything of it is written); if the transaction itself fails, each
+    /// finish is tried again in its own.
+    private static func commitFinishes(
+        _ batch: [AttemptFinish], pool: DatabasePool, clock: @escaping @Sendable () -> Int64
+    ) async -> [Result<FinishedAttempt, StoreError>] {
+        func each(_ finishes: [AttemptFinish]) async throws -> [Result<FinishedAttempt, StoreError>] {
+            try await pool.write { db in
+                let now = clock()
+                return try finishes.map { finish in
+                    do {
+                        return .success(try finishOne(finish, now: now, db))
+                    } catch let error as StoreError {
+                        return .failure(error)
+                    }
+                }
             }
-            return try Self.job(try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [lease.jobID])!)
         }
+        do {
+            return try await each(batch)
+        } catch {
+            if batch.count == 1 { return [.failure(StoreError(.unavailable, "finish attempt failed: \(describe(error))"))] }
+        }
+        var results: [Result<FinishedAttempt, StoreError>] = []
+        for finish in batch {
+            do {
+                results.append(contentsOf: try await each([finish]))
+            } catch {
+                results.append(.failure(StoreError(.unavailable, "finish attempt failed: \(describe(error))")))
+            }
+        }
+        return results
+    }
+
+    /// Inside the batch transaction; throws `StoreError` (fenced) before writing anything.
+    private static func finishOne(_ finish: AttemptFinish, now: Int64, _ db: Database) throws -> FinishedAttempt {
+        let lease = finish.lease
+        // Checked first: a stale holder records neither the attempt nor the job's move.
+        guard let job = try held(lease, db) else { throw JobRules.fenced(lease) }
+        let next = try JobRules.finish(job, lease: lease, disposition: finish.disposition, now: now)
+        let result = finish.result
+        try db.cachedStatement(sql: """
+            UPDATE attempts SET ended_at = ?, outcome = ?, summary = ?, exit_code = ?, http_status = ?, output = ?
+            WHERE id = ? AND job_id = ?
+            """).execute(arguments: [
+                now, result.outcome.rawValue, result.summary, result.exitCode, result.httpStatus, Data(result.output),
+                finish.attemptID, lease.jobID,
+            ])
+        try save(next, db)
+        let opened = try JobRules.attemptToOpen(next, stepKind: finish.nextStepKind).map { try open($0, jobID: next.id, at: now, db) }
+        return FinishedAttempt(job: next, nextAttemptID: opened)
     }
 
     public func releaseJob(_ lease: JobLease) async throws(StoreError) {
         let clock = self.clock
         try await write("release job") { db in
-            guard try Self.holds(lease, db) else { return }
             let at = clock()
-            try db.execute(sql: """
-                UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = ?
-                WHERE job_id = ? AND outcome = 'running'
-                """, arguments: [at, JobRules.interruptedByShutdown, lease.jobID])
-            try db.execute(sql: """
-                UPDATE jobs SET state = 'pending', run_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ? WHERE id = ?
-                """, arguments: [at, at, lease.jobID])
+            guard let job = try Self.held(lease, db), let released = JobRules.release(job, lease: lease, now: at) else { return }
+            try Self.interruptAttempts(of: lease.jobID, at: at, summary: JobRules.interruptedByShutdown, db)
+            try Self.save(released, db)
         }
     }
 
@@ -164,22 +204,21 @@ extension SQLiteStore: JobStore {
     public func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord {
         let clock = self.clock
         return try await write("retry job") { db in
-            guard let row = try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [jobID]) else {
-                throw StoreError(.notFound, "no job \(jobID)")
-            }
-            try JobRules.checkRetryable(try Self.job(row))
-            try db.execute(sql: """
-                UPDATE jobs SET state = 'pending', run_at = ?, attempts = 0, updated_at = ? WHERE id = ?
-                """, arguments: [clock(), at, jobID])
-            return try Self.job(try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [jobID])!)
+            guard let job = try Self.fetchJob(jobID, db) else { throw StoreError(.notFound, "no job \(jobID)") }
+            let retried = try JobRules.retry(job, now: clock(), at: at)
+            try Self.save(retried, db)
+            return retried
         }
     }
 
     public func retryDead(at: Int64) async throws(StoreError) -> Int {
         let clock = self.clock
         return try await write("retry dead jobs") { db in
-            try db.execute(sql: "UPDATE jobs SET state = 'pending', run_at = ?, attempts = 0, updated_at = ? WHERE state = 'dead'", arguments: [clock(), at])
-            return db.changesCount
+            let now = clock()
+            let dead = try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = 'dead'").map(Self.job)
+            let retried = dead.compactMap { JobRules.retryDead($0, now: now, at: at) }
+            for job in retried { try Self.save(job, db) }
+            return retried.count
         }
     }
 
@@ -189,19 +228,19 @@ extension SQLiteStore: JobStore {
                 UPDATE attempts SET outcome = 'interrupted', ended_at = ?, summary = ?
                 WHERE outcome = 'running'
                 """, arguments: [at, JobRules.interruptedByRestart])
-            try db.execute(sql: """
-                UPDATE jobs SET state = 'pending', run_at = ?, lease_owner = NULL, lease_until = NULL, updated_at = ?
-                WHERE state = 'running'
-                """, arguments: [at, at])
-            return db.changesCount
+            let running = try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = 'running'").map(Self.job)
+            let queued = running.compactMap { JobRules.requeue($0, now: at) }
+            for job in queued { try Self.save(job, db) }
+            return queued.count
         }
     }
 
     public func jobCounts() async throws(StoreError) -> [JobState: Int] {
         try await read { db in
-            var counts: [JobState: Int] = [:]
-            for state in JobState.allCases {
-                counts[state] = try Int.fetchOne(db, sql: "SELECT count(*) FROM jobs WHERE state = ?", arguments: [state.rawValue]) ?? 0
+            var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
+            for row in try Row.fetchAll(db, sql: "SELECT state, count(*) AS n FROM jobs GROUP BY state") {
+                let state: String = row["state"]
+                if let state = JobState(rawValue: state) { counts[state] = row["n"] }
             }
             return counts
         }

@@ -13,6 +13,8 @@ public final class SQLiteStore: WebhookStore {
     let pool: DatabasePool
     private let group: GroupCommit<IncomingDelivery, IntakeOutcome>
     private let commits = Counter()
+    /// Attempt finishes of concurrent jobs share transactions (SQLiteStore+Jobs.swift).
+    let finishes = LazyGroupCommit<AttemptFinish, FinishedAttempt>()
 
     /// Durable ingest transactions committed so far (each covers a whole group).
     public var commitCount: Int { commits.value.load(ordering: .relaxed) }

@@ -1,4 +1,5 @@
 import PipehookLifecycle
+import Synchronization
 
 /// Job ids, made the same way by every store: `job_` + 16 lower-case hex digits, random, stable
 /// across attempts (the re-POST `webhook-id`).
@@ -213,11 +214,61 @@ public struct ClaimedJob: Sendable, Equatable {
     public var route: RoutePin
     /// What every write about this job must carry while this claim holds.
     public var lease: JobLease
-    public init(job: JobRecord, event: StoredEvent, route: RoutePin, lease: JobLease) {
+    /// The attempt the claim opened (outcome `running`) for the job's next step, in the claim's
+    /// own transaction; nil when the claim was not told that step's kind.
+    public var attemptID: Int64?
+    public init(job: JobRecord, event: StoredEvent, route: RoutePin, lease: JobLease, attemptID: Int64? = nil) {
         self.job = job
         self.event = event
         self.route = route
         self.lease = lease
+        self.attemptID = attemptID
+    }
+}
+
+/// Asked by a claim, inside its transaction, for the kind of the step a claimed job runs next
+/// (`job.nextStep` of the steps `route` pins): the claim opens that step's attempt at once. Nil
+/// when there is no such step (the route cannot be resolved, or has no step left): then no attempt
+/// is opened and the caller records one itself.
+public typealias NextStepKind = @Sendable (_ job: JobRecord, _ route: RoutePin) -> String?
+
+/// An attempt a store opens (outcome `running`) for a job it has just claimed or advanced.
+public struct AttemptStart: Sendable, Equatable {
+    public var step: Int
+    public var stepKind: String
+    public var attempt: Int
+    public init(step: Int, stepKind: String, attempt: Int) {
+        self.step = step
+        self.stepKind = stepKind
+        self.attempt = attempt
+    }
+}
+
+/// Ends one attempt (`finishAttempt`): what happened, how the job moves on, and — when it
+/// advances to a step that is not its last — that step's kind, so the same transaction opens
+/// the next attempt.
+public struct AttemptFinish: Sendable, Equatable {
+    public var attemptID: Int64
+    public var lease: JobLease
+    public var result: AttemptResult
+    public var disposition: AttemptDisposition
+    public var nextStepKind: String?
+    public init(attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition, nextStepKind: String? = nil) {
+        self.attemptID = attemptID
+        self.lease = lease
+        self.result = result
+        self.disposition = disposition
+        self.nextStepKind = nextStepKind
+    }
+}
+
+/// The job after a finish, and the attempt that finish opened for its next step (nil when none).
+public struct FinishedAttempt: Sendable, Equatable {
+    public var job: JobRecord
+    public var nextAttemptID: Int64?
+    public init(job: JobRecord, nextAttemptID: Int64?) {
+        self.job = job
+        self.nextAttemptID = nextAttemptID
     }
 }
 
@@ -253,19 +304,25 @@ public struct AttemptResult: Sendable, Equatable {
 public protocol JobStore: Sendable {
     /// Leases up to `limit` due jobs for `leaseMilliseconds`: pending ones whose time has come, and
     /// running ones whose lease expired (their holder died or stalled; the attempt it was making is
-    /// marked interrupted). Each claim increments the job's fence.
-    func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob]
+    /// marked interrupted). Each claim increments the job's fence. For every claimed job whose next
+    /// step `nextStepKind` names, the same transaction opens that step's attempt
+    /// (`ClaimedJob.attemptID`), so a crash mid-step leaves it `running` for the next claim to mark
+    /// interrupted, at no extra write.
+    func claimJobs(
+        owner: String, leaseMilliseconds: Int64, limit: Int, nextStepKind: @escaping NextStepKind
+    ) async throws(StoreError) -> [ClaimedJob]
     /// Extends the lease to `leaseMilliseconds` from now. False when the lease is no longer this
     /// holder's (its fence is stale): the holder must stop the step at once.
     func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool
     /// Records the start of an attempt (so a crash mid-step is visible as interrupted). Refused
-    /// (`StoreError.Kind.fenced`) when the lease is stale.
+    /// (`StoreError.Kind.fenced`) when the lease is stale. Only needed for an attempt no claim or
+    /// finish opened.
     func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64
-    /// Ends an attempt and moves the job, in one transaction; refused (`fenced`) when the lease is
-    /// stale, and then nothing is recorded.
-    func finishAttempt(
-        _ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition
-    ) async throws(StoreError) -> JobRecord
+    /// Ends an attempt and moves the job, in one transaction, and opens the next step's attempt
+    /// when `finish.nextStepKind` is set and the job advanced to a step still to run. Refused
+    /// (`fenced`) when the lease is stale, and then nothing is recorded. Concurrent finishes (of
+    /// different jobs) share transactions.
+    func finishAttempt(_ finish: AttemptFinish) async throws(StoreError) -> FinishedAttempt
     /// Puts a job still held under `lease` back to pending now (graceful shutdown).
     func releaseJob(_ lease: JobLease) async throws(StoreError)
 
@@ -283,6 +340,20 @@ public protocol JobStore: Sendable {
     /// Milliseconds, by the store's clock, until the earliest pending job is due or the earliest
     /// lease expires (0 when one is due now); nil when no job is waiting for either.
     func millisecondsUntilNextJob() async throws(StoreError) -> Int64?
+}
+
+extension JobStore {
+    /// A claim that opens no attempt: the caller records each with `startAttempt`.
+    public func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
+        try await claimJobs(owner: owner, leaseMilliseconds: leaseMilliseconds, limit: limit, nextStepKind: { _, _ in nil })
+    }
+
+    /// Ends an attempt and moves the job; opens no next attempt.
+    public func finishAttempt(
+        _ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition
+    ) async throws(StoreError) -> JobRecord {
+        try await finishAttempt(AttemptFinish(attemptID: attemptID, lease: lease, result: result, disposition: disposition)).job
+    }
 }
 
 /// Everything the daemon and the CLI need from a store.
@@ -321,5 +392,157 @@ public enum JobRules {
         case .running: (job.leaseUntil ?? .min) < now
         case .succeeded, .dead: false
         }
+    }
+
+    // MARK: transitions
+    //
+    // Each store reads a job's row (locking it where the store can), applies one of these, and
+    // writes the row they return back; nil means "nothing to write". `now` is the store's clock.
+
+    /// True when `job` is still running under exactly this claim.
+    public static func holds(_ job: JobRecord, _ lease: JobLease) -> Bool {
+        job.id == lease.jobID && job.state == .running && job.fence == lease.fence && job.leaseOwner == lease.owner
+    }
+
+    /// A due job taken by `owner`: running, leased until `now + leaseMilliseconds`, fence + 1.
+    /// Nil when the job is not due (the store selected it by `isDue` under the same clock; this
+    /// re-checks).
+    public static func claim(_ job: JobRecord, owner: String, now: Int64, leaseMilliseconds: Int64) -> JobRecord? {
+        guard isDue(job, now: now) else { return nil }
+        var claimed = job
+        claimed.state = .running
+        claimed.leaseOwner = owner
+        claimed.leaseUntil = now + leaseMilliseconds
+        claimed.fence += 1
+        claimed.updatedAt = now
+        return claimed
+    }
+
+    /// A claimed job whose event is gone: dead, with `eventGone`.
+    public static func eventMissing(_ job: JobRecord, now: Int64) -> JobRecord {
+        var dead = job
+        dead.state = .dead
+        dead.leaseOwner = nil
+        dead.leaseUntil = nil
+        dead.lastError = eventGone
+        dead.updatedAt = now
+        return dead
+    }
+
+    /// The lease extended to `now + leaseMilliseconds`; nil when it is no longer this holder's.
+    public static func renew(_ job: JobRecord, lease: JobLease, now: Int64, leaseMilliseconds: Int64) -> JobRecord? {
+        guard holds(job, lease) else { return nil }
+        var renewed = job
+        renewed.leaseUntil = now + leaseMilliseconds
+        return renewed
+    }
+
+    /// Where an attempt's end moves the job: advance (the next step, or succeeded after the last),
+    /// retry (pending until the delay has passed by the store's clock) or dead. Throws `fenced`
+    /// when `lease` is stale: nothing may be recorded then.
+    public static func finish(
+        _ job: JobRecord, lease: JobLease, disposition: AttemptDisposition, now: Int64
+    ) throws(StoreError) -> JobRecord {
+        guard holds(job, lease) else { throw fenced(lease) }
+        var next = job
+        next.updatedAt = now
+        switch disposition {
+        case .advance(let artifact, let done):
+            next.nextStep += 1
+            next.attempts = 0
+            next.lastError = nil
+            if let artifact { next.artifact = artifact }
+            if done {
+                next.state = .succeeded
+                next.leaseOwner = nil
+                next.leaseUntil = nil
+            }
+        case .retry(let delay, let error):
+            next.state = .pending
+            next.attempts += 1
+            next.runAt = now + max(0, delay)
+            next.lastError = error
+            next.leaseOwner = nil
+            next.leaseUntil = nil
+        case .dead(let error):
+            next.state = .dead
+            next.attempts += 1
+            next.lastError = error
+            next.leaseOwner = nil
+            next.leaseUntil = nil
+        }
+        return next
+    }
+
+    /// The attempt to open for a job a claim or finish left running, given its next step's kind
+    /// (nil: none to open).
+    public static func attemptToOpen(_ job: JobRecord, stepKind: String?) -> AttemptStart? {
+        guard job.state == .running, let stepKind else { return nil }
+        return AttemptStart(step: job.nextStep, stepKind: stepKind, attempt: job.attempts + 1)
+    }
+
+    /// Back to pending now (graceful shutdown); nil when the lease is no longer this holder's.
+    /// Its running attempt is marked interrupted (`interruptedByShutdown`).
+    public static func release(_ job: JobRecord, lease: JobLease, now: Int64) -> JobRecord? {
+        guard holds(job, lease) else { return nil }
+        var released = job
+        released.state = .pending
+        released.runAt = now
+        released.leaseOwner = nil
+        released.leaseUntil = nil
+        released.updatedAt = now
+        return released
+    }
+
+    /// `pipehook retry`: a pending or dead job due now by the store's clock with a fresh attempt
+    /// count for its step; `at` (when it was asked) becomes `updatedAt`.
+    public static func retry(_ job: JobRecord, now: Int64, at: Int64) throws(StoreError) -> JobRecord {
+        try checkRetryable(job)
+        var retried = job
+        retried.state = .pending
+        retried.runAt = now
+        retried.attempts = 0
+        retried.updatedAt = at
+        return retried
+    }
+
+    /// `pipehook retry --dead`: a dead job retried; nil for any other.
+    public static func retryDead(_ job: JobRecord, now: Int64, at: Int64) -> JobRecord? {
+        guard job.state == .dead else { return nil }
+        return try? retry(job, now: now, at: at)
+    }
+
+    /// At start of a single-instance store: a job left running belongs to a process that is gone,
+    /// so it is pending now (its attempt marked interrupted, `interruptedByRestart`); nil otherwise.
+    public static func requeue(_ job: JobRecord, now: Int64) -> JobRecord? {
+        guard job.state == .running else { return nil }
+        var queued = job
+        queued.state = .pending
+        queued.runAt = now
+        queued.leaseOwner = nil
+        queued.leaseUntil = nil
+        queued.updatedAt = now
+        return queued
+    }
+}
+
+/// Runs commits through a `GroupCommit` made on first use, so a store can batch a kind of write
+/// without building the batcher in its initialiser.
+public final class LazyGroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
+    private let group = Mutex<GroupCommit<Item, Outcome>?>(nil)
+    private let maxBatch: Int
+
+    public init(maxBatch: Int = 512) { self.maxBatch = maxBatch }
+
+    /// `commit` is used by the first call only; pass the same one every time.
+    public func submit(_ item: Item, commit: @escaping GroupCommit<Item, Outcome>.Commit) async -> Result<Outcome, StoreError> {
+        let maxBatch = self.maxBatch
+        let group = self.group.withLock { group in
+            if let group { return group }
+            let made = GroupCommit<Item, Outcome>(maxBatch: maxBatch, commit: commit)
+            group = made
+            return made
+        }
+        return await group.submit(item)
     }
 }

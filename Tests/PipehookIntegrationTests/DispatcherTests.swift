@@ -219,8 +219,10 @@ import Testing
             self.base = base
             self.answer = answer
         }
-        func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
-            try await base.claimJobs(owner: owner, leaseMilliseconds: leaseMilliseconds, limit: limit)
+        func claimJobs(
+            owner: String, leaseMilliseconds: Int64, limit: Int, nextStepKind: @escaping NextStepKind
+        ) async throws(StoreError) -> [ClaimedJob] {
+            try await base.claimJobs(owner: owner, leaseMilliseconds: leaseMilliseconds, limit: limit, nextStepKind: nextStepKind)
         }
         func renewLease(_ lease: JobLease, leaseMilliseconds: Int64) async throws(StoreError) -> Bool {
             renewals.add(1, ordering: .relaxed)
@@ -230,8 +232,8 @@ import Testing
         func startAttempt(_ lease: JobLease, step: Int, stepKind: String, attempt: Int) async throws(StoreError) -> Int64 {
             try await base.startAttempt(lease, step: step, stepKind: stepKind, attempt: attempt)
         }
-        func finishAttempt(_ attemptID: Int64, lease: JobLease, result: AttemptResult, disposition: AttemptDisposition) async throws(StoreError) -> JobRecord {
-            try await base.finishAttempt(attemptID, lease: lease, result: result, disposition: disposition)
+        func finishAttempt(_ finish: AttemptFinish) async throws(StoreError) -> FinishedAttempt {
+            try await base.finishAttempt(finish)
         }
         func releaseJob(_ lease: JobLease) async throws(StoreError) { try await base.releaseJob(lease) }
         func jobs(state: JobState?, limit: Int) async throws(StoreError) -> [JobRecord] { try await base.jobs(state: state, limit: limit) }

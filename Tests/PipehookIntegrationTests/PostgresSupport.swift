@@ -37,7 +37,7 @@ struct TestSchema {
     /// Short timeouts: a test about a dead instance must not wait a minute for it.
     func open(poolMax: Int = 6, migrate: Bool = true, logger: Logger = Fixture.logger) async throws -> PostgresStore {
         try await PostgresStore.open(
-            try PostgresLocation(url: url(poolMax: poolMax)), migrate: migrate, leaseTimeout: .seconds(10), answerTimeout: .seconds(5),
+            try PostgresLocation(url: url(poolMax: poolMax)), migrate: migrate, leaseTimeout: .seconds(10), answerTimeout: .seconds(20),
             logger: logger
         )
     }

@@ -6,6 +6,7 @@ import PipehookPostgres
 import PipehookSQLite
 import PipehookStore
 import PostgresNIO
+import Synchronization
 import Testing
 
 /// Every store implementation, as the conformance suite runs it: SQLite always, PostgreSQL when
@@ -451,6 +452,131 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
             #expect(try await store.claimJobs(owner: "a", leaseMilliseconds: 100, limit: 10).isEmpty)
             let dead = try #require(try await store.jobs(state: .dead, limit: 10).first)
             #expect(dead.lastError == JobRules.eventGone && dead.leaseOwner == nil)
+        }
+    }
+
+    /// One write per step: the claim opens the first attempt, a finish that advances opens the
+    /// next; a crash mid-step leaves that attempt running, and the next claim marks it interrupted.
+    @Test(arguments: StoreKind.available)
+    func claimsAndFinishesOpenTheNextAttempt(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            var delivery = Fixture.delivery(id: "m1", generation: "g1", status: .completed)
+            delivery.routes = ["r"]
+            _ = try await store.ingest(delivery)
+            let asked = Mutex<[String]>([])
+            let claimed = try #require(try await store.claimJobs(owner: "a", leaseMilliseconds: 1_000, limit: 10) { job, route in
+                asked.withLock { $0.append("\(route.name)#\(job.nextStep)#\(job.state)") }
+                return "download"
+            }.first)
+            #expect(asked.withLock { $0 } == ["r#0#running"], "asked once, about the claimed job")
+            let first = try #require(claimed.attemptID)
+            var attempts = try await store.attempts(jobID: claimed.job.id)
+            #expect(attempts.map(\.id) == [first])
+            #expect(attempts.map(\.outcome) == [.running] && attempts[0].step == 0 && attempts[0].stepKind == "download" && attempts[0].attempt == 1)
+
+            let advanced = try await store.finishAttempt(AttemptFinish(
+                attemptID: first, lease: claimed.lease, result: AttemptResult(outcome: .succeeded, summary: "saved"),
+                disposition: .advance(artifact: nil, done: false), nextStepKind: "exec"
+            ))
+            #expect(advanced.job.state == .running && advanced.job.nextStep == 1)
+            let second = try #require(advanced.nextAttemptID)
+            attempts = try await store.attempts(jobID: claimed.job.id)
+            #expect(attempts.map(\.id) == [first, second])
+            #expect(attempts.map(\.outcome) == [.succeeded, .running] && attempts[1].step == 1 && attempts[1].stepKind == "exec" && attempts[1].attempt == 1)
+
+            // The holder dies mid-step: the next claim marks the attempt interrupted and opens its own.
+            try await harness.elapse(1_500)
+            let taken = try #require(try await store.claimJobs(owner: "b", leaseMilliseconds: 60_000, limit: 10) { _, _ in "exec" }.first)
+            let third = try #require(taken.attemptID)
+            attempts = try await store.attempts(jobID: claimed.job.id)
+            #expect(attempts.map(\.id) == [first, second, third])
+            #expect(attempts.map(\.outcome) == [.succeeded, .interrupted, .running])
+            #expect(attempts[1].summary == JobRules.interruptedByLostLease && attempts[2].step == 1)
+            let stale = await #expect(throws: StoreError.self) {
+                try await store.finishAttempt(AttemptFinish(
+                    attemptID: second, lease: claimed.lease, result: AttemptResult(outcome: .succeeded, summary: "late"),
+                    disposition: .advance(artifact: nil, done: true)
+                ))
+            }
+            #expect(stale?.kind == .fenced)
+
+            // A retry or the last step opens nothing, whatever the caller names.
+            let retried = try await store.finishAttempt(AttemptFinish(
+                attemptID: third, lease: taken.lease, result: AttemptResult(outcome: .failed, summary: "exit 1", exitCode: 1),
+                disposition: .retry(delayMilliseconds: 0, error: "exit 1"), nextStepKind: "exec"
+            ))
+            #expect(retried.job.state == .pending && retried.nextAttemptID == nil)
+            let again = try #require(try await store.claimJobs(owner: "b", leaseMilliseconds: 60_000, limit: 10) { _, _ in "exec" }.first)
+            let fourth = try #require(again.attemptID)
+            #expect(try await store.attempts(jobID: claimed.job.id).last.map { [$0.step, $0.attempt] } == [1, 2])
+            let done = try await store.finishAttempt(AttemptFinish(
+                attemptID: fourth, lease: again.lease, result: AttemptResult(outcome: .succeeded, summary: "ok"),
+                disposition: .advance(artifact: nil, done: true), nextStepKind: "exec"
+            ))
+            #expect(done.job.state == .succeeded && done.nextAttemptID == nil)
+            #expect(try await store.attempts(jobID: claimed.job.id).map(\.outcome) == [.succeeded, .interrupted, .failed, .succeeded])
+
+            // A claim told no step kind opens no attempt.
+            var next = Fixture.delivery(id: "m2", generation: "g2", status: .completed)
+            next.routes = ["r"]
+            _ = try await store.ingest(next)
+            let bare = try #require(try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10) { _, _ in nil }.first)
+            #expect(bare.attemptID == nil)
+            #expect(try await store.attempts(jobID: bare.job.id).isEmpty)
+        }
+    }
+
+    /// Many jobs finishing at once share transactions; a stale lease in the batch fails alone.
+    @Test(arguments: StoreKind.available)
+    func concurrentFinishesEachLandOnceAndAStaleOneFailsAlone(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            for index in 0..<24 {
+                var delivery = Fixture.delivery(id: "m\(index)", generation: "g\(index)", status: .completed)
+                delivery.routes = ["r"]
+                _ = try await store.ingest(delivery)
+            }
+            let claimed = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 50) { _, _ in "exec" }
+            #expect(claimed.count == 24 && claimed.allSatisfy { $0.attemptID != nil })
+            let victim = claimed[5]
+            let results = await withTaskGroup(of: (String, Result<FinishedAttempt, StoreError>).self) { group in
+                for job in claimed {
+                    group.addTask {
+                        let finish = AttemptFinish(
+                            attemptID: job.attemptID!, lease: job.lease, result: AttemptResult(outcome: .succeeded, summary: "ok"),
+                            disposition: .advance(artifact: nil, done: true)
+                        )
+                        do throws(StoreError) { return (job.job.id, .success(try await store.finishAttempt(finish))) } catch { return (job.job.id, .failure(error)) }
+                    }
+                }
+                group.addTask {
+                    var lease = victim.lease
+                    lease.fence -= 1
+                    let finish = AttemptFinish(
+                        attemptID: victim.attemptID!, lease: lease, result: AttemptResult(outcome: .dead, summary: "stale"),
+                        disposition: .dead(error: "stale")
+                    )
+                    do throws(StoreError) { return ("stale", .success(try await store.finishAttempt(finish))) } catch { return ("stale", .failure(error)) }
+                }
+                var results: [String: Result<FinishedAttempt, StoreError>] = [:]
+                for await (id, result) in group { results[id] = result }
+                return results
+            }
+            #expect(results.count == 25)
+            for job in claimed {
+                #expect((try? results[job.job.id]?.get())?.job.state == .succeeded, "\(job.job.id)")
+            }
+            guard case .failure(let error)? = results["stale"] else {
+                Issue.record("a stale lease was accepted")
+                return
+            }
+            #expect(error.kind == .fenced)
+            #expect(try await store.jobCounts() == [.pending: 0, .running: 0, .succeeded: 24, .dead: 0])
+            for job in claimed {
+                let attempts = try await store.attempts(jobID: job.job.id)
+                #expect(attempts.map(\.outcome) == [.succeeded] && attempts.first?.summary == "ok")
+            }
         }
     }
 }
