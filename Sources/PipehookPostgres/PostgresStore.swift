@@ -31,9 +31,8 @@ public final class PostgresStore: Sendable {
     let answerTimeout: Duration
     /// The task running `client.run()`: the client leases no connection without it.
     private let runner = Mutex<Task<Void, Never>?>(nil)
-    /// Concurrent ingests share transactions; set once in `init`.
-    private let groupBox = Mutex<GroupCommit<IncomingDelivery, IntakeOutcome>?>(nil)
-    var group: GroupCommit<IncomingDelivery, IntakeOutcome> { groupBox.withLock { $0! } }
+    /// Concurrent ingests share transactions (PostgresStore+Ingest.swift).
+    let ingests = LazyGroupCommit<IncomingDelivery, IntakeOutcome>(maxBatch: 128)
     /// Attempt finishes of concurrent jobs share transactions (PostgresStore+Jobs.swift).
     let finishes = LazyGroupCommit<AttemptFinish, FinishedAttempt>()
 
@@ -45,13 +44,6 @@ public final class PostgresStore: Sendable {
         self.logger = logger
         self.leaseTimeout = leaseTimeout
         self.answerTimeout = answerTimeout
-        // Weak: the batcher lives inside the store it commits to.
-        groupBox.withLock { box in
-            box = GroupCommit(maxBatch: 128) { [weak self] batch in
-                guard let self else { return batch.map { _ in .failure(StoreError(.unavailable, "the store is closed")) } }
-                return await self.commit(batch)
-            }
-        }
     }
 
     /// A ready store: its client runs in a task the store owns until `close()`, and the schema
@@ -286,7 +278,11 @@ public final class PostgresStore: Sendable {
 extension PostgresStore: WebhookStore {
     /// Concurrent deliveries share one transaction (see `PostgresStore+Ingest.swift`).
     public func ingest(_ delivery: IncomingDelivery) async throws(StoreError) -> IntakeOutcome {
-        try await group.submit(delivery).get()
+        // Weak: the batcher lives inside the store it commits to.
+        try await ingests.submit(delivery) { [weak self] batch in
+            guard let self else { return batch.map { _ in .failure(StoreError(.unavailable, "the store is closed")) } }
+            return await self.commit(batch)
+        }.get()
     }
 
     /// One transaction for the batch. A batch the server refused (a deadlock it broke, a bad row)
