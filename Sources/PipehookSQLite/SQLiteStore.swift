@@ -130,9 +130,10 @@ public final class SQLiteStore: WebhookStore {
         }
         let event = try db.cachedStatement(sql: "SELECT 1 FROM events WHERE source = ? AND event_id = ?")
         // A delivery id seen before is a duplicate whatever its timeline holds: no probe for it.
-        for key in needs.events where !facts.seenDeliveries.contains(key)
-            && (try Bool.fetchOne(event, arguments: [key.source, key.id])) != nil {
-            facts.storedEvents.insert(key)
+        for key in needs.events where !facts.seenDeliveries.contains(key) {
+            if try Bool.fetchOne(event, arguments: [key.source, key.id]) != nil {
+                facts.storedEvents.insert(key)
+            }
         }
         let generation = try db.cachedStatement(sql: "SELECT status FROM generations WHERE generation_id = ? AND source = ?")
         for key in needs.generations {
