@@ -105,7 +105,8 @@ public final class Dispatcher: Service {
         public var pollInterval: Duration = .seconds(1)
         /// How long running steps may go on after a shutdown request before they are cancelled.
         public var gracePeriod: Duration = .seconds(30)
-        /// How often the pending/dead gauges are recounted (not on every wake).
+        /// How often the pending/dead gauges are recounted, in a loop of their own (never on the
+        /// claim path).
         public var gaugeInterval: Duration = .seconds(2)
         public init() {}
     }
@@ -121,7 +122,6 @@ public final class Dispatcher: Service {
     private let signaller: AsyncStream<Void>.Continuation
     private let inFlight = Atomic<Int>(0)
     private let limiters = Mutex<[String: Limiter]>([:])
-    private let lastGauge = Mutex<ContinuousClock.Instant?>(nil)
 
     public init(
         store: any JobStore, routes: RouteTable, runners: StepRunners, logger: Logger, metrics: PipehookMetrics = .discarding,
@@ -145,6 +145,7 @@ public final class Dispatcher: Service {
             await withDiscardingTaskGroup { group in
                 let signaller = self.signaller
                 let interval = options.pollInterval
+                group.addTask { await self.updateGauges() }
                 group.addTask {
                     while !Task.isCancelled {
                         try? await Task.sleep(for: interval)
@@ -171,19 +172,15 @@ public final class Dispatcher: Service {
         }
     }
 
+    /// The pending/dead gauges, recounted every `gaugeInterval` until cancelled.
     private func updateGauges() async {
-        let now = ContinuousClock.now
-        let due = lastGauge.withLock { last -> Bool in
-            guard last.map({ now - $0 >= options.gaugeInterval }) ?? true else { return false }
-            last = now
-            return true
+        while !Task.isCancelled {
+            if let counts = try? await store.waitingJobCounts() { metrics.jobsWaiting(pending: counts.pending, dead: counts.dead) }
+            try? await Task.sleep(for: options.gaugeInterval)
         }
-        guard due, let counts = try? await store.jobCounts() else { return }
-        metrics.jobsWaiting(pending: counts[.pending] ?? 0, dead: counts[.dead] ?? 0)
     }
 
     private func claimAndStart(in group: inout DiscardingTaskGroup) async {
-        await updateGauges()
         let free = options.workers - inFlight.load(ordering: .acquiring)
         guard free > 0 else { return }
         let claimed: [ClaimedJob]

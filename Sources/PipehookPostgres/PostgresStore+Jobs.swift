@@ -377,6 +377,17 @@ extension PostgresStore: JobStore {
         }
     }
 
+    public func waitingJobCounts() async throws(StoreError) -> WaitingJobs {
+        try await read("count waiting jobs") { db, logger in
+            for try await (pending, dead) in try await db.query("""
+                SELECT (SELECT count(*) FROM jobs WHERE state = 'pending'), (SELECT count(*) FROM jobs WHERE state = 'dead')
+                """, logger: logger).decode((Int, Int).self) {
+                return WaitingJobs(pending: pending, dead: dead)
+            }
+            return WaitingJobs(pending: 0, dead: 0)
+        }
+    }
+
     public func millisecondsUntilNextJob() async throws(StoreError) -> Int64? {
         try await read("next job due") { db, logger in
             let rows = try await db.query("""

@@ -3,7 +3,7 @@ import PipehookStore
 import PostgresNIO
 
 extension PostgresStore: PollStore {
-    private static let openStatuses = "('\(GenerationStatus.queued.rawValue)', '\(GenerationStatus.inProgress.rawValue)')"
+    private static let openStatuses = PollRules.openStatusesSQL
 
     /// Under the generation's lock, like `ingest`: a terminal event committing meanwhile is seen.
     public func track(source: String, generationID: String, at: Int64) async throws(StoreError) -> TrackOutcome {
@@ -13,15 +13,11 @@ extension PostgresStore: PollStore {
                 "SELECT status FROM generations WHERE generation_id = \(generationID) AND source = \(source)", logger: logger
             ).collect().first?.decode(String.self)
             let status = try statusText.map { try Self.status($0, column: "generations.status") }
-            if let status, status.isTerminal {
-                return TrackOutcome(result: .alreadyFinished, source: source, status: status)
-            }
             let existing = try await db.query(
                 "SELECT tracked, state FROM polls WHERE generation_id = \(generationID) AND source = \(source)", logger: logger
             ).collect().first?.decode((Bool, String).self)
-            if let existing, existing.0, existing.1 == PollRecord.State.active.rawValue {
-                return TrackOutcome(result: .alreadyTracked, source: source, status: status)
-            }
+            let result = PollRules.track(status: status, trackedAndActive: existing.map { $0.0 && $0.1 == PollRecord.State.active.rawValue } ?? false)
+            guard result == .tracked else { return TrackOutcome(result: result, source: source, status: status) }
             // New, or found stuck before, or stopped after a 404: (re)start polling now.
             try await db.query("""
                 INSERT INTO polls (source, generation_id, tracked, state, next_poll_at, failures, created_at, updated_at)

@@ -402,10 +402,10 @@ extension PostgresStore: WebhookStore {
     public func prune(
         nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64, includingDead: Bool
     ) async throws(StoreError) -> PruneReport {
-        let dedupCutoff = nowMilliseconds - dedupWindowSeconds * 1000
-        let retentionCutoff = nowMilliseconds - retentionSeconds * 1000
+        let rules = RetentionRules(now: nowMilliseconds, dedupWindowSeconds: dedupWindowSeconds, retentionSeconds: retentionSeconds, includingDead: includingDead)
+        let dedupCutoff = rules.dedupCutoff, retentionCutoff = rules.retentionCutoff
         let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
-        let finishedJobs = includingDead ? "('succeeded', 'dead')" : "('succeeded')"
+        let finishedJobs = rules.finishedJobStatesSQL
         return try await write("prune") { db, logger in
             // Every instance's retention service prunes; one at a time, so that two prunes
             // deleting the same rows in different orders cannot deadlock.
@@ -521,12 +521,8 @@ extension PostgresStore: WebhookStore {
             }
             return try rows.map(Self.storedEvent)
         }
-        guard let event = events.first else { throw StoreError(.notFound, "no stored event \(eventID)") }
-        guard events.count == 1 else {
-            throw StoreError(.invalid, "event \(eventID) exists in several sources (\(events.map(\.source).joined(separator: ", "))); pass --source")
-        }
-        let names = routes(event.status)
-        guard !names.isEmpty else { throw StoreError(.invalid, "no configured route starts on status \(event.status.rawValue)") }
+        let event = try ReplayRules.event(events, eventID: eventID)
+        let names = try ReplayRules.routes(for: event, routes)
         return try await write("replay") { db, logger in
             var jobs: [JobRecord] = []
             for route in names {

@@ -246,6 +246,16 @@ extension SQLiteStore: JobStore {
         }
     }
 
+    public func waitingJobCounts() async throws(StoreError) -> WaitingJobs {
+        try await read { db in
+            let row = try Row.fetchOne(db.cachedStatement(sql: """
+                SELECT (SELECT count(*) FROM jobs WHERE state = 'pending') AS pending,
+                       (SELECT count(*) FROM jobs WHERE state = 'dead') AS dead
+                """))
+            return WaitingJobs(pending: row?["pending"] ?? 0, dead: row?["dead"] ?? 0)
+        }
+    }
+
     public func millisecondsUntilNextJob() async throws(StoreError) -> Int64? {
         let clock = self.clock
         return try await read { db in

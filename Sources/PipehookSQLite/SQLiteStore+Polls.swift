@@ -3,7 +3,7 @@ import PipehookLifecycle
 import PipehookStore
 
 extension SQLiteStore: PollStore {
-    private static let openStatuses = "('\(GenerationStatus.queued.rawValue)', '\(GenerationStatus.inProgress.rawValue)')"
+    private static let openStatuses = PollRules.openStatusesSQL
 
     public func track(source: String, generationID: String, at: Int64) async throws(StoreError) -> TrackOutcome {
         try await write("track generation") { db in
@@ -11,15 +11,13 @@ extension SQLiteStore: PollStore {
                 db, sql: "SELECT status FROM generations WHERE generation_id = ? AND source = ?", arguments: [generationID, source]
             )
             let status = try statusText.map { try Self.status($0, column: "generations.status") }
-            if let status, status.isTerminal {
-                return TrackOutcome(result: .alreadyFinished, source: source, status: status)
-            }
             let existing = try Row.fetchOne(
                 db, sql: "SELECT tracked, state FROM polls WHERE generation_id = ? AND source = ?", arguments: [generationID, source]
             )
-            if let existing, existing["tracked"] == true, existing["state"] == PollRecord.State.active.rawValue {
-                return TrackOutcome(result: .alreadyTracked, source: source, status: status)
-            }
+            let result = PollRules.track(
+                status: status, trackedAndActive: existing.map { $0["tracked"] == true && $0["state"] == PollRecord.State.active.rawValue } ?? false
+            )
+            guard result == .tracked else { return TrackOutcome(result: result, source: source, status: status) }
             // New, or found stuck before, or stopped after a 404: (re)start polling now.
             try db.execute(sql: """
                 INSERT INTO polls (source, generation_id, tracked, state, next_poll_at, failures, created_at, updated_at)

@@ -254,10 +254,10 @@ public final class SQLiteStore: WebhookStore {
     public func prune(
         nowMilliseconds: Int64, dedupWindowSeconds: Int64, retentionSeconds: Int64, includingDead: Bool
     ) async throws(StoreError) -> PruneReport {
-        let dedupCutoff = nowMilliseconds - dedupWindowSeconds * 1000
-        let retentionCutoff = nowMilliseconds - retentionSeconds * 1000
+        let rules = RetentionRules(now: nowMilliseconds, dedupWindowSeconds: dedupWindowSeconds, retentionSeconds: retentionSeconds, includingDead: includingDead)
+        let dedupCutoff = rules.dedupCutoff, retentionCutoff = rules.retentionCutoff
         let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
-        let finishedJobs = includingDead ? "('succeeded', 'dead')" : "('succeeded')"
+        let finishedJobs = rules.finishedJobStatesSQL
         do {
             return try await pool.write { db in
                 var report = PruneReport()
@@ -353,12 +353,8 @@ public final class SQLiteStore: WebhookStore {
             } ?? Row.fetchAll(db, sql: "SELECT * FROM events WHERE event_id = ?", arguments: [eventID])
             return try rows.map(Self.storedEvent)
         }
-        guard let event = events.first else { throw StoreError(.notFound, "no stored event \(eventID)") }
-        guard events.count == 1 else {
-            throw StoreError(.invalid, "event \(eventID) exists in several sources (\(events.map(\.source).joined(separator: ", "))); pass --source")
-        }
-        let names = routes(event.status)
-        guard !names.isEmpty else { throw StoreError(.invalid, "no configured route starts on status \(event.status.rawValue)") }
+        let event = try ReplayRules.event(events, eventID: eventID)
+        let names = try ReplayRules.routes(for: event, routes)
         return try await write("replay") { db in
             try names.map { route in
                 let id = try Self.insertJob(route: route, source: event.source, generationID: event.generationID,

@@ -272,6 +272,16 @@ public struct FinishedAttempt: Sendable, Equatable {
     }
 }
 
+/// The pending and dead job counts (`JobStore.waitingJobCounts`).
+public struct WaitingJobs: Sendable, Equatable {
+    public var pending: Int
+    public var dead: Int
+    public init(pending: Int, dead: Int) {
+        self.pending = pending
+        self.dead = dead
+    }
+}
+
 /// How a finished attempt moves its job along.
 public enum AttemptDisposition: Sendable, Equatable {
     /// The step succeeded: continue with the next one (or finish when `done`).
@@ -337,6 +347,9 @@ public protocol JobStore: Sendable {
     func requeueRunning(at: Int64) async throws(StoreError) -> Int
     /// How many jobs are in each state (for the pending/dead gauges).
     func jobCounts() async throws(StoreError) -> [JobState: Int]
+    /// Jobs waiting for a step (pending) and for an operator (dead), for the dispatcher's gauges:
+    /// counted over those states' index ranges, so succeeded jobs, however many, cost nothing.
+    func waitingJobCounts() async throws(StoreError) -> WaitingJobs
     /// Milliseconds, by the store's clock, until the earliest pending job is due or the earliest
     /// lease expires (0 when one is due now); nil when no job is waiting for either.
     func millisecondsUntilNextJob() async throws(StoreError) -> Int64?

@@ -4,12 +4,13 @@ import PipehookDispatch
 import PipehookFormats
 import PipehookHandlers
 import PipehookSettings
-import PipehookSQLite
 import PipehookStore
 import Synchronization
 import Testing
 
-/// The dispatcher against a real SQLite store, with steps whose results a test scripts.
+/// The dispatcher over the in-memory store (it obeys the same conformance suite as the durable
+/// ones; the daemon over SQLite and PostgreSQL is driven end to end elsewhere), with steps whose
+/// results a test scripts.
 @Suite struct DispatcherTests {
     /// Records each call and answers from a script per step kind.
     final class ScriptedSteps: Sendable {
@@ -51,7 +52,7 @@ import Testing
               - exec: {command: [second], retry: {attempts: 3, initial_delay: 0s, max_delay: 0s}}
         """)
 
-    func completed(_ store: SQLiteStore, generation: String = "g1", id: String = "m1") async throws {
+    func completed(_ store: any Storage, generation: String = "g1", id: String = "m1") async throws {
         var delivery = Fixture.delivery(id: id, generation: generation, status: .completed)
         delivery.routes = ["r"]
         _ = try await store.ingest(delivery)
@@ -78,8 +79,7 @@ import Testing
     }
 
     @Test func transitionCreatesOneJobAndItsStepsRunInOrder() async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         try await completed(store)
         // A second completed event and a stale one create no further job.
         try await completed(store, id: "m2")
@@ -98,8 +98,7 @@ import Testing
     }
 
     @Test func failingStepIsRetriedAloneAndEarlierStepsAreNotRerun() async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         try await completed(store)
         let steps = ScriptedSteps(["second": [.retryable(retryAfter: nil), .retryable(retryAfter: nil)]])
         let dispatcher = Dispatcher(store: store, routes: RouteTable(Self.twoSteps), runners: steps.runners, logger: Fixture.logger, options: options())
@@ -110,8 +109,7 @@ import Testing
     }
 
     @Test func lastAttemptDeadLettersAndRetryRunsOnlyTheFailedStep() async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         try await completed(store)
         let steps = ScriptedSteps(["second": Array(repeating: .retryable(retryAfter: nil), count: 3)])
         let dispatcher = Dispatcher(store: store, routes: RouteTable(Self.twoSteps), runners: steps.runners, logger: Fixture.logger, options: options())
@@ -126,8 +124,7 @@ import Testing
     }
 
     @Test func permanentFailureDeadLettersAtOnce() async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         try await completed(store)
         let steps = ScriptedSteps(["first": [.permanent]])
         let dispatcher = Dispatcher(store: store, routes: RouteTable(Self.twoSteps), runners: steps.runners, logger: Fixture.logger, options: options())
@@ -138,9 +135,8 @@ import Testing
     /// A process that died mid-step leaves a running job with a lease; once the lease expires
     /// another dispatcher claims it, marks the attempt interrupted and runs that step again.
     @Test func expiredLeaseIsReclaimedAndTheInterruptedStepRerun() async throws {
-        let dir = TempDir()
         let clock = ManualClock()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite", options: clock.sqliteOptions)
+        let store = MemoryStore(clock: { clock.now() })
         try await completed(store)
         let claimed = try await store.claimJobs(owner: "dead-process", leaseMilliseconds: 60_000, limit: 10)
         #expect(claimed.count == 1)
@@ -156,8 +152,7 @@ import Testing
     }
 
     @Test func replayCreatesNewJobsAndReprocessRecognizesStoredBodies() async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         try await completed(store)
         let jobs = try await store.replay(eventID: "m1", source: nil, routes: { $0 == .completed ? ["r"] : [] }, at: 0)
         #expect(jobs.count == 1)
@@ -177,8 +172,7 @@ import Testing
 
     /// A step with `concurrency: 1` never runs twice at once, even with several jobs due.
     @Test func stepConcurrencyCapHolds() async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         for i in 0..<5 { try await completed(store, generation: "g\(i)", id: "m\(i)") }
         let routes = Self.routes("""
             routes:
@@ -212,10 +206,10 @@ import Testing
     /// Forwards to a real store, except that lease renewals fail (the store is unreachable for
     /// them, or says another claim took the job).
     final class FailingRenewals: JobStore {
-        let base: SQLiteStore
+        let base: any Storage
         let answer: Bool?
         let renewals = Atomic<Int>(0)
-        init(_ base: SQLiteStore, answer: Bool?) {
+        init(_ base: any Storage, answer: Bool?) {
             self.base = base
             self.answer = answer
         }
@@ -245,6 +239,7 @@ import Testing
         func retryDead(at: Int64) async throws(StoreError) -> Int { try await base.retryDead(at: at) }
         func requeueRunning(at: Int64) async throws(StoreError) -> Int { try await base.requeueRunning(at: at) }
         func jobCounts() async throws(StoreError) -> [JobState: Int] { try await base.jobCounts() }
+        func waitingJobCounts() async throws(StoreError) -> WaitingJobs { try await base.waitingJobCounts() }
         func millisecondsUntilNextJob() async throws(StoreError) -> Int64? { try await base.millisecondsUntilNextJob() }
     }
 
@@ -270,10 +265,9 @@ import Testing
     /// the lease is no longer ours.
     @Test(arguments: [nil, false] as [Bool?])
     func aStepWhoseLeaseIsLostIsStoppedBeforeTheLeaseEnds(renewal: Bool?) async throws {
-        let dir = TempDir()
         // The store's clock stands still: the lease never ends by it, whatever the load, so what
         // stops the step is the dispatcher's own rule.
-        let base = try SQLiteStore(path: dir.path + "/db.sqlite", options: ManualClock().sqliteOptions)
+        let base = MemoryStore(clock: { [clock = ManualClock()] in clock.now() })
         try await completed(base)
         let store = FailingRenewals(base, answer: renewal)
         let sleeper = Sleeper()
@@ -298,8 +292,7 @@ import Testing
     /// A step longer than its lease: renewals keep it, so a second dispatcher on the same store
     /// never starts it too, and it runs once.
     @Test func aStepLongerThanItsLeaseRunsOnce() async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         try await completed(store)
         let runs = Atomic<Int>(0)
         let runners = StepRunners(
@@ -350,8 +343,7 @@ import Testing
     /// route, or removes it, queued and retrying jobs still run their own steps to the end.
     @Test(arguments: ["shrunk", "removed"])
     func aReloadNeverStrandsAJob(change: String) async throws {
-        let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/db.sqlite")
+        let store = MemoryStore()
         for i in 0..<2 {
             var delivery = Fixture.delivery(id: "m\(i)", generation: "g\(i)", status: .completed)
             delivery.routes = [Self.threeSteps[0].pin]

@@ -9,12 +9,12 @@ import PostgresNIO
 import Synchronization
 import Testing
 
-/// Every store implementation, as the conformance suite runs it: SQLite always, PostgreSQL when
-/// `PIPEHOOK_TEST_POSTGRES_URL` is set (always on CI).
+/// Every store implementation, as the conformance suite runs it: SQLite and the in-memory store
+/// always, PostgreSQL when `PIPEHOOK_TEST_POSTGRES_URL` is set (always on CI).
 enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
-    case sqlite, postgres
+    case sqlite, postgres, memory
 
-    static var available: [StoreKind] { PostgresTestDatabase.url == nil ? [.sqlite] : allCases }
+    static var available: [StoreKind] { PostgresTestDatabase.url == nil ? [.sqlite, .memory] : allCases }
 
     var testDescription: String { rawValue }
 
@@ -32,10 +32,19 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
                 close: { _ in },
                 now: { clock.now() },
                 elapse: { clock.advance(milliseconds: $0) },
-                execute: { sql in
+                dropEvents: {
                     let queue = try DatabaseQueue(path: path)
-                    try await queue.write { db in try db.execute(sql: sql) }
+                    try await queue.write { db in try db.execute(sql: "DELETE FROM events") }
                 }
+            )
+            return try await body(harness)
+        case .memory:
+            let clock = ManualClock()
+            // One store for the whole test: reopening it is a restart that keeps its contents.
+            let store = MemoryStore(clock: { clock.now() })
+            let harness = StoreHarness(
+                kind: self, open: { store }, close: { _ in }, now: { clock.now() },
+                elapse: { clock.advance(milliseconds: $0) }, dropEvents: { store.removeAllEvents() }
             )
             return try await body(harness)
         case .postgres:
@@ -52,10 +61,10 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
                     now: { nowMilliseconds() },
                     // The server's clock cannot be moved: wait for it.
                     elapse: { try await Task.sleep(for: .milliseconds($0)) },
-                    execute: { sql in
+                    dropEvents: {
                         let store = try await schema.open(migrate: false)
                         defer { Task { await store.close() } }
-                        _ = try await store.client.query(PostgresQuery(unsafeSQL: sql), logger: Fixture.logger).collect()
+                        _ = try await store.client.query("DELETE FROM events", logger: Fixture.logger).collect()
                     }
                 )
                 do {
@@ -89,8 +98,9 @@ struct StoreHarness: Sendable {
     let now: @Sendable () -> Int64
     /// Lets `milliseconds` pass on the store's clock.
     let elapse: @Sendable (_ milliseconds: Int64) async throws -> Void
-    /// Raw SQL on the store's database, for faults no API call makes (a pruned event).
-    let execute: @Sendable (String) async throws -> Void
+    /// Deletes every stored event behind the store's back (a fault no API call makes: a job's
+    /// event pruned).
+    let dropEvents: @Sendable () async throws -> Void
 }
 
 func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
@@ -326,8 +336,10 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
             let lastAttempt = try await store.startAttempt(other.lease, step: 0, stepKind: "exec", attempt: 1)
             _ = try await store.finishAttempt(lastAttempt, lease: other.lease, result: AttemptResult(outcome: .dead, summary: "no"), disposition: .dead(error: "no"))
             #expect(try await store.jobs(state: .dead, limit: 10).map(\.id) == [other.job.id])
+            #expect(try await store.waitingJobCounts() == WaitingJobs(pending: 1, dead: 1))
             #expect(try await store.retryDead(at: nowMilliseconds()) == 1)
             #expect(try await store.jobCounts() == [.pending: 2, .running: 0, .succeeded: 0, .dead: 0])
+            #expect(try await store.waitingJobCounts() == WaitingJobs(pending: 2, dead: 0))
             let finalClaim = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10)
             #expect(finalClaim.count == 2)
             for claimed in finalClaim {
@@ -448,7 +460,7 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
             var delivery = Fixture.delivery(id: "m1", generation: "g1", status: .completed)
             delivery.routes = ["r"]
             _ = try await store.ingest(delivery)
-            try await harness.execute("DELETE FROM events")
+            try await harness.dropEvents()
             #expect(try await store.claimJobs(owner: "a", leaseMilliseconds: 100, limit: 10).isEmpty)
             let dead = try #require(try await store.jobs(state: .dead, limit: 10).first)
             #expect(dead.lastError == JobRules.eventGone && dead.leaseOwner == nil)
