@@ -5,28 +5,27 @@ import HummingbirdTesting
 import NIOCore
 import PipehookDaemon
 import PipehookHTTP
-import PipehookSQLite
 import PipehookSettings
 import PipehookStore
 import Testing
 
-/// `/api/*` behind `admin_token` (issue 4), on a real socket and a real SQLite file.
+/// `/api/*` behind `admin_token` (issue 4), in process over the in-memory store.
 @Suite struct AdminAPITests {
     static let token = "admin-token-0123456789abcdef"
 
     static func run(
         token: String? = token, tracking: Bool = true,
-        _ test: @Sendable @escaping (any TestClientProtocol, SQLiteStore) async throws -> Void
+        _ test: @Sendable @escaping (any TestClientProtocol, MemoryStore) async throws -> Void
     ) async throws {
         let dir = TempDir()
-        let store = try SQLiteStore(path: dir.path + "/pipehook.sqlite")
+        let store = MemoryStore()
         let extra = token.map { "admin_token: \"\($0)\"" } ?? ""
         let settings = try SettingsParser.parse(yaml: Fixture.yaml(dir: dir.path, extra: extra), environment: [:])
         let track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)? = tracking
             ? { @Sendable id async throws(StoreError) -> TrackOutcome in try await store.track(source: "pipevideo", generationID: id, at: Fixture.now() * 1000) }
             : nil
         let app = Daemon.application(settings: settings, store: store, logger: Fixture.logger, track: track)
-        try await app.test(.live) { client in try await test(client, store) }
+        try await app.test(.router) { client in try await test(client, store) }
         _ = dir
     }
 
