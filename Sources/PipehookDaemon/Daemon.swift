@@ -135,7 +135,7 @@ public enum Daemon {
         )
         return Application(
             router: HTTPRoutes.router(intake: intake, metricsText: metricsText, admin: admin),
-            server: server ?? HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds),
+            server: server ?? HTTPRoutes.server(limits: settings.connectionLimits),
             configuration: ApplicationConfiguration(
                 address: .hostname(settings.listen.host, port: settings.listen.port),
                 serverName: nil
@@ -268,5 +268,12 @@ public enum Daemon {
         }
         try? await httpClient.shutdown()
         logger.notice("stopped")
+    }
+}
+
+extension Settings {
+    /// What every connection is held to (`read_timeout`, `max_connections`).
+    var connectionLimits: ConnectionLimits {
+        ConnectionLimits(readTimeoutMilliseconds: readTimeoutMilliseconds, maxConnections: maxConnections)
     }
 }

@@ -57,6 +57,8 @@ struct ReloadService: Service, CustomStringConvertible {
         if (next.api == nil) != (running.api == nil) { needsRestart.append("api") }
         if next.adminToken != running.adminToken { needsRestart.append("admin_token") }
         if next.leaseMilliseconds != running.leaseMilliseconds { needsRestart.append("lease") }
+        if next.maxConnections != running.maxConnections { needsRestart.append("max_connections") }
+        if next.storeTimeoutMilliseconds != running.storeTimeoutMilliseconds { needsRestart.append("store_timeout") }
         intake.replace(Daemon.intakeConfiguration(next))
         routes.replace(next.routes)
         logControl?.update(format: next.logFormat, level: next.logLevel)

@@ -14,7 +14,7 @@ extension Daemon {
     /// Messages never contain key material.
     public static func serverBuilder(settings: Settings) throws -> HTTPServerBuilder {
         // The read timeout lives in the inner HTTP/1 channel, so it applies under TLS as well.
-        let http1 = HTTPRoutes.server(readTimeoutMilliseconds: settings.readTimeoutMilliseconds)
+        let http1 = HTTPRoutes.server(limits: settings.connectionLimits)
         guard let tls = settings.tls else { return http1 }
         return try .tls(http1, tlsConfiguration: tlsConfiguration(tls))
     }

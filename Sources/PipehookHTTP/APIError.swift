@@ -17,9 +17,7 @@ public struct APIError: HTTPResponseError, Sendable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = JSONResponse.make(
-            status: status, json: #"{"error":{"code":"# + JSONText.quote(code) + #","message":"# + JSONText.quote(message) + "}}"
-        )
+        var response = JSONResponse.make(status: status, json: jsonBody)
         response.headers.append(contentsOf: headers)
         return response
     }
@@ -30,7 +28,7 @@ public struct APIError: HTTPResponseError, Sendable {
     }
     static let storeUnavailable = APIError(.serviceUnavailable, code: "store_unavailable", message: "the store cannot commit right now; retry later")
     static let notFound = APIError(.notFound, code: "not_found", message: "no such endpoint")
-    static let readTimeout = APIError(.requestTimeout, code: "read_timeout", message: "the request body was not received in time")
+    static let readTimeout = APIError(.requestTimeout, code: "read_timeout", message: "the request was not received in time")
 }
 
 enum JSONResponse {

@@ -45,9 +45,14 @@ public enum HTTPRoutes {
         return router
     }
 
-    /// The HTTP/1.1 server; `readTimeout` closes connections whose request stalls.
-    public static func server(readTimeoutMilliseconds: Int64) -> HTTPServerBuilder {
-        .http1(configuration: .init(idleTimeout: .milliseconds(readTimeoutMilliseconds)))
+    /// The HTTP/1.1 server with `ConnectionGuard` on every connection (read deadline, connection
+    /// cap). Hummingbird's idle timer stays as a backstop at twice the deadline, so that the
+    /// guard, which answers 408, always acts first.
+    public static func server(limits: ConnectionLimits, count: ConnectionCount = ConnectionCount()) -> HTTPServerBuilder {
+        .http1(configuration: .init(
+            additionalChannelHandlers: [ConnectionGuard(limits: limits, count: count)],
+            idleTimeout: .milliseconds(limits.readTimeoutMilliseconds * 2)
+        ))
     }
 }
 

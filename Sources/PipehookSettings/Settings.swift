@@ -23,6 +23,10 @@ public struct Settings: Sendable {
     public var retry: RetryPolicy
     /// How long a job's lease lasts; renewed while a step runs (SPEC §3.5).
     public var leaseMilliseconds: Int64 = 60_000
+    /// Connections served at once; one more is answered 503 `overloaded` and closed.
+    public var maxConnections = 2048
+    /// The longest a request waits for the store (queued behind others or for a lock): then 503.
+    public var storeTimeoutMilliseconds: Int64 = 5_000
     public var routes: [Route]
 
     public func source(named name: String) -> Source? {

@@ -239,6 +239,7 @@ struct Reader {
         let top: Set<String> = [
             "listen", "data_dir", "store", "max_body_bytes", "dedup_window", "retention", "read_timeout",
             "log_format", "log_level", "admin_token", "tls", "sources", "api", "retry", "routes", "lease",
+            "max_connections", "store_timeout",
         ]
         guard let entries = mapping(root, "", allowed: top) else { return nil }
         let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
@@ -265,15 +266,19 @@ struct Reader {
         let retry = values["retry"].map { retryPolicy($0, "retry", base: .standard) } ?? .standard
         let routes = values["routes"].map { routeList($0, "routes", globalRetry: retry ?? .standard) } ?? []
         let lease = values["lease"].map { milliseconds($0, "lease", minimum: 1_000) } ?? 60_000
+        let maxConnections = values["max_connections"].map { int($0, "max_connections", range: 1...1_000_000) } ?? 2048
+        let storeTimeout = values["store_timeout"].map { milliseconds($0, "store_timeout", minimum: 100) } ?? 5_000
+        if let storeTimeout, storeTimeout > 60_000 { problem("store_timeout", "must be at most 60s") }
 
         guard let listen, let store, let maxBody, let dedup, let retention, let readTimeout, let logFormat,
-              let logLevel, let sources, let retry, let routes, let lease
+              let logLevel, let sources, let retry, let routes, let lease, let maxConnections, let storeTimeout
         else { return nil }
         return Settings(
             listen: listen, dataDir: dataDir, store: store, maxBodyBytes: maxBody,
             dedupWindowSeconds: dedup, retentionSeconds: retention, readTimeoutMilliseconds: readTimeout,
             logFormat: logFormat, logLevel: logLevel, adminToken: adminToken, tls: tls, sources: sources,
-            api: api, retry: retry, leaseMilliseconds: lease, routes: routes
+            api: api, retry: retry, leaseMilliseconds: lease, maxConnections: maxConnections,
+            storeTimeoutMilliseconds: storeTimeout, routes: routes
         )
     }
 

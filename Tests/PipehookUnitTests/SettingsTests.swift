@@ -336,4 +336,23 @@ import Testing
         }
         #expect(error?.problems.map(\.path) == ["lease"])
     }
+
+    @Test(arguments: [
+        ("max_connections: 0", "max_connections"), ("max_connections: lots", "max_connections"),
+        ("store_timeout: 10ms", "store_timeout"), ("store_timeout: 5m", "store_timeout"),
+    ])
+    func connectionAndStoreLimitsAreValidated(line: String, path: String) {
+        let error = #expect(throws: ConfigError.self) {
+            try SettingsParser.parse(yaml: "\(line)\nsources: {p: {secrets: [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]}}", environment: [:])
+        }
+        #expect(error?.problems.map(\.path) == [path])
+    }
+
+    @Test func connectionAndStoreLimitsDefaultAndParse() throws {
+        let sources = "sources: {p: {secrets: [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]}}"
+        let defaults = try SettingsParser.parse(yaml: sources, environment: [:])
+        #expect(defaults.maxConnections == 2048 && defaults.storeTimeoutMilliseconds == 5_000)
+        let set = try SettingsParser.parse(yaml: "max_connections: 64\nstore_timeout: 2s\n" + sources, environment: [:])
+        #expect(set.maxConnections == 64 && set.storeTimeoutMilliseconds == 2_000)
+    }
 }
