@@ -74,6 +74,8 @@ public enum Daemon {
             var options = SQLiteStore.Options()
             options.readOnly = readOnly
             options.checkpointInBackground = daemon
+            // A write waits for another process's lock no longer than a request waits for it.
+            options.busyTimeout = Double(settings.storeTimeoutMilliseconds) / 1000
             do {
                 let store = try SQLiteStore(path: path, options: options)
                 return OpenedStore(store: store, services: daemon ? [CheckpointService(store: store)] : [], shared: nil)
@@ -121,7 +123,8 @@ public enum Daemon {
     ) -> some ApplicationProtocol {
         let intake = WebhookIntake(
             store: store, configuration: box ?? IntakeConfigurationBox(intakeConfiguration(settings)), logger: logger,
-            metrics: metrics?.metrics ?? .discarding, onJobsCreated: onJobsCreated
+            metrics: metrics?.metrics ?? .discarding, storeTimeout: .milliseconds(settings.storeTimeoutMilliseconds),
+            onJobsCreated: onJobsCreated
         )
         var metricsText: (@Sendable () -> [UInt8])?
         if let registry = metrics?.registry {

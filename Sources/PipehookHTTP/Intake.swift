@@ -56,13 +56,16 @@ public struct WebhookIntake: Sendable {
     /// Called after a commit that created jobs, to wake the dispatcher.
     public let onJobsCreated: @Sendable () -> Void
     public let metrics: PipehookMetrics
+    /// The longest a delivery waits for the store (`store_timeout`), queued or committing: then 503.
+    public let storeTimeout: Duration
 
     public init(
         store: any WebhookStore, configuration: IntakeConfigurationBox, logger: Logger,
-        metrics: PipehookMetrics = .discarding,
+        metrics: PipehookMetrics = .discarding, storeTimeout: Duration = .seconds(5),
         now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
         onJobsCreated: @escaping @Sendable () -> Void = {}
     ) {
+        self.storeTimeout = storeTimeout
         self.store = store
         self.configuration = configuration
         self.logger = logger
@@ -135,12 +138,20 @@ public struct WebhookIntake: Sendable {
         // Built only when a line will be written: this runs on every request.
         var metadata: Logger.Metadata = logger.logLevel <= .warning ? eventMetadata() : [:]
         let outcome: IntakeOutcome
-        do {
-            outcome = try await store.ingest(delivery)
-        } catch {
+        // However long the queue or the lock: a 503 after `storeTimeout`, which the sender retries.
+        // A commit already under way may still land; the retry is then answered `duplicate`.
+        let store = self.store
+        switch await Deadline.within(storeTimeout, { try await store.ingest(delivery) }) {
+        case .success(let value):
+            outcome = value
+        case let failure:
             metrics.delivery(source: source.name, result: "store_unavailable")
             metadata = eventMetadata()
-            metadata["error"] = .string(error.message)
+            switch failure {
+            case .failure(let error as StoreError): metadata["error"] = .string(error.message)
+            case .failure(let error): metadata["error"] = .string(String(describing: error))
+            default: metadata["error"] = .string("no commit within store_timeout (\(storeTimeout))")
+            }
             logger.error("store could not commit delivery", metadata: metadata)
             throw APIError.storeUnavailable
         }

@@ -1,4 +1,5 @@
 import Logging
+import PipehookStore
 import PostgresNIO
 import ServiceLifecycle
 
@@ -57,7 +58,7 @@ public struct ExclusiveService: Service {
             do {
                 let ran = try await store.client.withConnection { connection in
                     let tryLock = PostgresQuery(unsafeSQL: "SELECT pg_try_advisory_lock(\(key.sql))", binds: key.binds)
-                    let answer = await PostgresStore.within(max(retryInterval, .seconds(5))) {
+                    let answer = await Deadline.within(max(retryInterval, .seconds(5))) {
                         try await connection.query(tryLock, logger: logger).collect().first?.decode(Bool.self) ?? false
                     }
                     guard case .success(let acquired) = answer else {
@@ -108,7 +109,7 @@ public struct ExclusiveService: Service {
                     // A session the server ended may leave a query unanswered: a closed
                     // connection, an error or no answer in time all mean the lock is gone.
                     if connection.isClosed { throw LostLock() }
-                    let answer = await PostgresStore.within(max(interval, .seconds(5))) {
+                    let answer = await Deadline.within(max(interval, .seconds(5))) {
                         try await connection.query("SELECT 1", logger: logger).collect().count
                     }
                     if Task.isCancelled { return }
@@ -124,7 +125,7 @@ public struct ExclusiveService: Service {
     private func release(_ key: PostgresQuery, on connection: PostgresConnection) async {
         let logger = self.logger
         let unlock = PostgresQuery(unsafeSQL: "SELECT pg_advisory_unlock(\(key.sql))", binds: key.binds)
-        let answer = connection.isClosed ? nil : await PostgresStore.within(max(retryInterval, .seconds(5))) {
+        let answer = connection.isClosed ? nil : await Deadline.within(max(retryInterval, .seconds(5))) {
             try await connection.query(unlock, logger: logger).collect().count
         }
         if case .success = answer { return }

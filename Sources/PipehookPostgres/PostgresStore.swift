@@ -104,7 +104,7 @@ public final class PostgresStore: Sendable {
     public func close() async {
         guard let task = runner.withLock({ $0 }) else { return }
         task.cancel()
-        _ = await Self.within(answerTimeout) { await task.value }
+        _ = await Deadline.within(answerTimeout) { await task.value }
     }
 
     deinit {
@@ -457,38 +457,12 @@ extension PostgresStore: WebhookStore {
     /// read-only): `/readyz`.
     public func isWritable() async -> Bool {
         let client = self.client, logger = self.logger
-        let answer = await Self.within(.seconds(2)) {
+        let answer = await Deadline.within(.seconds(2)) {
             try await client.query(
                 "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'", logger: logger
             ).collect().first?.decode(Bool.self)
         }
         return (try? answer?.get()) == true
-    }
-
-    /// Runs `operation` in a task of its own and waits for it at most `limit`; nil when it took
-    /// longer (it is then cancelled and left to end by itself). A query sent on a connection the
-    /// server has just closed may never be answered, and cancellation does not reach it.
-    static func within<T: Sendable>(
-        _ limit: Duration, _ operation: @escaping @Sendable () async throws -> T
-    ) async -> Result<T, any Error>? {
-        let once = Once(), work = TaskSlot()
-        return await withCheckedContinuation { (continuation: CheckedContinuation<Result<T, any Error>?, Never>) in
-            let timer = Task {
-                try? await Task.sleep(for: limit)
-                guard !Task.isCancelled, once.claim() else { return }
-                work.cancel()
-                continuation.resume(returning: nil)
-            }
-            let task = Task {
-                let result: Result<T, any Error>
-                do { result = .success(try await operation()) } catch { result = .failure(error) }
-                if once.claim() {
-                    timer.cancel()
-                    continuation.resume(returning: result)
-                }
-            }
-            work.set(task)
-        }
     }
 
     public func unrecognized(after: Int64, limit: Int) async throws(StoreError) -> [UnrecognizedDelivery] {
@@ -611,27 +585,6 @@ private final class LeaseRace: Sendable {
 
 private struct LeaseTimeout: Error {}
 private struct NoAnswer: Error {}
-
-/// A task to cancel from another one, set once it exists (cancelled at once if asked before).
-final class TaskSlot: Sendable {
-    private let slot = Mutex<(task: Task<Void, Never>?, cancelled: Bool)>((nil, false))
-
-    func set(_ task: Task<Void, Never>) {
-        let cancelled = slot.withLock { slot -> Bool in
-            slot.task = task
-            return slot.cancelled
-        }
-        if cancelled { task.cancel() }
-    }
-
-    func cancel() {
-        let task = slot.withLock { slot -> Task<Void, Never>? in
-            slot.cancelled = true
-            return slot.task
-        }
-        task?.cancel()
-    }
-}
 
 /// True for the first caller only.
 final class Once: Sendable {

@@ -97,7 +97,11 @@ public final class SQLiteStore: WebhookStore {
         do {
             return try await pool.write { db in try ingest(batch, db, now: clock()) }.map { .success($0) }
         } catch {
-            if batch.count == 1 { return [.failure(StoreError(.unavailable, "SQLite commit failed: \(describe(error))"))] }
+            // A held lock, a full disk or a read-only file fails every delivery alike: retrying
+            // them one by one would only make each wait again.
+            if batch.count == 1 || isEnvironmental(error) {
+                return Array(repeating: .failure(StoreError(.unavailable, "SQLite commit failed: \(describe(error))")), count: batch.count)
+            }
         }
         var results: [Result<IntakeOutcome, StoreError>] = []
         for delivery in batch {
@@ -296,7 +300,16 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
+    /// Free space below which the store is not ready: a commit appends WAL frames, and a nearly
+    /// full disk fails them (SQLITE_FULL) even while the lock is free.
+    public static let minimumFreeBytes: Int64 = 1 << 20
+
     public func isWritable() async -> Bool {
+        let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        if let free = (try? FileManager.default.attributesOfFileSystem(forPath: directory))?[.systemFreeSize] as? NSNumber,
+           free.int64Value < Self.minimumFreeBytes {
+            return false
+        }
         do {
             try await pool.writeWithoutTransaction { db in
                 try db.execute(sql: "BEGIN IMMEDIATE")
@@ -426,6 +439,13 @@ public final class SQLiteStore: WebhookStore {
             outputURL: row["output_url"], errorMessage: row["error_message"],
             receivedAt: row["received_at"], signedAt: row["signed_at"]
         )
+    }
+
+    /// Failures that are about the database as a whole rather than one batch's rows.
+    static func isEnvironmental(_ error: any Error) -> Bool {
+        guard let error = error as? DatabaseError else { return false }
+        return [.SQLITE_BUSY, .SQLITE_LOCKED, .SQLITE_FULL, .SQLITE_READONLY, .SQLITE_IOERR, .SQLITE_CANTOPEN, .SQLITE_PERM]
+            .contains(error.resultCode)
     }
 
     static func describe(_ error: any Error) -> String {

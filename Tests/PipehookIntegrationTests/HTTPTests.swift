@@ -5,6 +5,7 @@ import Hummingbird
 import HummingbirdTesting
 import NIOCore
 import PipehookDaemon
+import PipehookSettings
 import PipehookSQLite
 import PipehookStore
 import Testing
@@ -18,6 +19,8 @@ import Testing
         let store: any Storage
         var mode: TestingSetup = .router
         var readTimeout = "10s"
+        /// More configuration lines.
+        var extra = ""
 
         /// The in-memory store, no socket.
         init() {
@@ -33,7 +36,8 @@ import Testing
         }
 
         func run(_ test: @Sendable @escaping (any TestClientProtocol, any Storage) async throws -> Void) async throws {
-            let app = Daemon.application(settings: Fixture.settings(dir: dir.path, readTimeout: readTimeout), store: store, logger: Fixture.logger)
+            let settings = try SettingsParser.parse(yaml: Fixture.yaml(dir: dir.path, extra: extra, readTimeout: readTimeout), environment: [:])
+            let app = Daemon.application(settings: settings, store: store, logger: Fixture.logger)
             let store = self.store
             try await app.test(mode) { client in try await test(client, store) }
         }
@@ -228,6 +232,75 @@ import Testing
         }
     }
 
+    /// Sends every request at once over up to 32 connections; each answer's status, `result`
+    /// (or error code) and how long it took.
+    static func postConcurrently(
+        port: Int, _ requests: [(String, [(String, String)])]
+    ) async throws -> [(status: Int, result: String, seconds: Double)] {
+        var configuration = HTTPClient.Configuration()
+        configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
+        // A busy machine may keep a request waiting for one of the 32 connections a while.
+        configuration.timeout = .init(connect: .seconds(60), read: .seconds(60))
+        let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        // Shut down whatever happens: a client released unshut traps the whole test process.
+        let outcome: Result<[(status: Int, result: String, seconds: Double)], any Error>
+        do { outcome = .success(try await withThrowingTaskGroup(of: (status: Int, result: String, seconds: Double).self) { group in
+            for (body, headers) in requests {
+                group.addTask {
+                    var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/pipevideo")
+                    request.method = .POST
+                    for (name, value) in headers { request.headers.add(name: name, value: value) }
+                    request.body = .bytes(ByteBuffer(string: body))
+                    let started = ContinuousClock.now
+                    let response = try await http.execute(request, timeout: .seconds(30))
+                    let answer = try await response.body.collect(upTo: 4096)
+                    let elapsed = ContinuousClock.now - started
+                    let json = try JSONSerialization.jsonObject(with: Data(buffer: answer)) as? [String: Any]
+                    let result = json?["result"] as? String ?? errorCode(json ?? [:]) ?? "?"
+                    return (Int(response.status.code), result, Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }) } catch { outcome = .failure(error) }
+        try await http.shutdown()
+        return try outcome.get()
+    }
+
+    /// SPEC §4: with another process holding the write lock, no delivery waits much longer than
+    /// `store_timeout` for its 503, however many are queued; `/readyz` says so within a second;
+    /// once the lock is gone the senders' retries all go through.
+    @Test func aHeldWriteLockCostsNoDeliveryMoreThanStoreTimeout() async throws {
+        var harness = try Harness(sqliteBusyTimeout: 1)
+        harness.extra = "store_timeout: 1s"
+        let path = harness.dir.path + "/pipehook.sqlite"
+        try await harness.run { client, store in
+            let port = try #require(client.port)
+            let lock = try ExclusiveLock(path: path)
+            let requests = (0..<40).map { i in
+                let body = Fixture.body(generation: "gen_l\(i)", status: "completed")
+                return (body, Fixture.headers(id: "msg_l\(i)", body: body))
+            }
+            async let answers = Self.postConcurrently(port: port, requests)
+            try await Task.sleep(for: .milliseconds(300))
+            let readyStarted = ContinuousClock.now
+            let ready = try await client.execute(uri: "/readyz", method: .get).status
+            let readyTook = ContinuousClock.now - readyStarted
+            let during = try await answers
+            lock.release()
+            #expect(ready == .serviceUnavailable)
+            #expect(readyTook < .milliseconds(2_500), "/readyz took \(readyTook) (it must answer within 1 s)")
+            #expect(during.allSatisfy { $0.status == 503 && $0.result == "store_unavailable" }, "\(during.filter { $0.status != 503 })")
+            // 1 s for the store plus a loaded machine's scheduling; without the bound they queue for tens of seconds.
+            let slowest = during.map(\.seconds).max() ?? 0
+            #expect(slowest < 4, "slowest 503 after \(slowest) s with store_timeout 1s")
+            // The senders' retries (the same signed requests, still within tolerance).
+            let retried = try await Self.postConcurrently(port: port, requests)
+            #expect(retried.allSatisfy { $0.status == 200 }, "\(retried.filter { $0.status != 200 })")
+            #expect(try await store.counts().deliveries == 40)
+            #expect(try await client.execute(uri: "/readyz", method: .get).status == .ok)
+        }
+    }
+
     /// 1,000 concurrent deliveries (600 distinct, 400 redelivered), shuffled: exactly the expected rows.
     @Test func thousandConcurrentDeliveriesWithDuplicatesAndReordering() async throws {
         try await Harness(sqliteBusyTimeout: 5).run { client, store in
@@ -239,30 +312,8 @@ import Testing
             }
             requests += requests.shuffled().prefix(400)
             requests.shuffle()
-            var configuration = HTTPClient.Configuration()
-            configuration.connectionPool = .init(idleTimeout: .seconds(30), concurrentHTTP1ConnectionsPerHostSoftLimit: 32)
-            // A busy machine may keep a request waiting for one of the 32 connections a while.
-            configuration.timeout = .init(connect: .seconds(60), read: .seconds(60))
-            let http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
-            // Shut down whatever happens: a client released unshut traps the whole test process.
-            let outcome: Result<[String: Int], any Error>
-            do { outcome = .success(try await withThrowingTaskGroup(of: String.self) { group in
-                for (body, headers) in requests {
-                    group.addTask {
-                        var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)/webhooks/pipevideo")
-                        request.method = .POST
-                        for (name, value) in headers { request.headers.add(name: name, value: value) }
-                        request.body = .bytes(ByteBuffer(string: body))
-                        let response = try await http.execute(request, timeout: .seconds(30))
-                        let answer = try await response.body.collect(upTo: 4096)
-                        let json = try JSONSerialization.jsonObject(with: Data(buffer: answer)) as? [String: Any]
-                        return "\(response.status.code) \(json?["result"] as? String ?? "?")"
-                    }
-                }
-                return try await group.reduce(into: [String: Int]()) { $0[$1, default: 0] += 1 }
-            }) } catch { outcome = .failure(error) }
-            try await http.shutdown()
-            let results = try outcome.get()
+            let answers = try await Self.postConcurrently(port: port, requests)
+            let results = answers.reduce(into: [String: Int]()) { $0["\($1.status) \($1.result)", default: 0] += 1 }
             #expect(results == ["200 accepted": 600, "200 duplicate": 400])
             #expect(try await store.counts() == StoreCounts(deliveries: 600, events: 600, generations: 200, unrecognized: 0))
             let generations = try await store.generations(status: nil, limit: 1000)
