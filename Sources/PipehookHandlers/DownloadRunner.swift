@@ -305,7 +305,7 @@ public struct DownloadRunner: Sendable {
         }
         let parent = (path as NSString).deletingLastPathComponent
         if !parent.isEmpty, parent != path { try makeDirectories(parent) }
-        if mkdir(path, 0o755) != 0 && errno != EEXIST {
+        if mkdir(path, 0o750) != 0 && errno != EEXIST {
             throw DownloadFileError(operation: "create folder", path: path, code: errno)
         }
     }
@@ -441,7 +441,7 @@ private final class PartFile {
     /// with `EWOULDBLOCK` ("in progress") without touching the first one's file.
     init(path: String) throws {
         self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o640)
         guard fd >= 0 else { throw DownloadFileError(operation: "create", path: path, code: errno) }
         if flock(fd, LOCK_EX | LOCK_NB) != 0 {
             let code = errno

@@ -65,12 +65,17 @@ public final class SQLiteStore: WebhookStore {
         do {
             if !options.readOnly {
                 let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                try FileManager.default.createDirectory(
+                    atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o750]
+                )
             } else if !FileManager.default.fileExists(atPath: path) {
                 throw StoreError(.notFound, "no database at \(path) (has `pipehook serve` run with this configuration?)")
             }
             pool = try DatabasePool(path: path, configuration: configuration)
-            if !options.readOnly { try Schema.migrator.migrate(pool) }
+            if !options.readOnly {
+                try Schema.migrator.migrate(pool)
+                Self.restrictPermissions(path)
+            }
         } catch let error as StoreError {
             throw error
         } catch {
@@ -439,6 +444,16 @@ public final class SQLiteStore: WebhookStore {
             outputURL: row["output_url"], errorMessage: row["error_message"],
             receivedAt: row["received_at"], signedAt: row["signed_at"]
         )
+    }
+
+    /// The database, its WAL and shared-memory file readable by owner and group only (a store made
+    /// by an older version or under a loose umask is tightened when opened for writing).
+    static func restrictPermissions(_ path: String) {
+        for file in [path, path + "-wal", path + "-shm"] {
+            var info = stat()
+            guard stat(file, &info) == 0, info.st_mode & 0o137 != 0 else { continue }
+            chmod(file, info.st_mode & 0o640)
+        }
     }
 
     /// Failures that are about the database as a whole rather than one batch's rows.

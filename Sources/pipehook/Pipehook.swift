@@ -20,6 +20,9 @@ struct Pipehook: AsyncParsableCommand {
 
     /// Maps argument-parser's usage errors to exit 2 (SPEC §8); everything else keeps its code.
     static func main() async {
+        // What pipehook creates (the store, its WAL, archived videos) holds raw payloads and
+        // signed URLs: folders 0750 and files 0640 at most, whatever umask it was started with.
+        umask(0o027)
         do {
             var command = try parseAsRoot()
             if var asyncCommand = command as? any AsyncParsableCommand {

@@ -97,6 +97,46 @@ func pipehook(_ arguments: [String], directory: String, environment: [String: St
         return path
     }
 
+    /// Issue 10 item 5: started with umask 000 and over a store file left world-writable, the
+    /// daemon's folder is 0750 and its database and WAL 0640 (they hold payloads and signed URLs).
+    @Test func storeFilesAreNeverWorldReadable() async throws {
+        let dir = TempDir()
+        let configPath = try config(dir)
+        let data = dir.path + "/data"
+        try FileManager.default.createDirectory(atPath: data + "/store", withIntermediateDirectories: true)
+        let yaml = try String(contentsOfFile: configPath, encoding: .utf8)
+        try yaml.replacingOccurrences(of: "\(data)/pipehook.sqlite", with: "\(data)/store/db/pipehook.sqlite")
+            .write(toFile: configPath, atomically: true, encoding: .utf8)
+        let loose = data + "/old.sqlite"
+        #expect(FileManager.default.createFile(atPath: loose, contents: nil, attributes: [.posixPermissions: 0o666]))
+        let server = try RunningPipehook(
+            ["serve", "--config", configPath], directory: dir.path, wrapper: ["/bin/sh", "-c", "umask 000; exec \"$0\" \"$@\""]
+        )
+        let port = try await server.waitForPort()
+        let sent = try await pipehook(
+            ["send", "--config", configPath, "--url", "http://127.0.0.1:\(port)/webhooks/pipevideo", "--generation-id", "gen_modes"],
+            directory: dir.path
+        )
+        #expect(sent.code == 0, "\(sent)")
+        func mode(_ path: String) throws -> Int {
+            (try FileManager.default.attributesOfItem(atPath: path)[.posixPermissions] as? NSNumber)?.intValue ?? -1
+        }
+        #expect(try mode(data + "/store/db") == 0o750)
+        for file in ["pipehook.sqlite", "pipehook.sqlite-wal", "pipehook.sqlite-shm"] {
+            let bits = try mode(data + "/store/db/" + file)
+            #expect(bits >= 0 && bits & 0o137 == 0, "\(file) is \(String(bits, radix: 8))")
+        }
+        server.kill(SIGTERM)
+        // A store left loose by an older version is tightened when opened for writing.
+        let reopen = try String(contentsOfFile: configPath, encoding: .utf8)
+            .replacingOccurrences(of: "\(data)/store/db/pipehook.sqlite", with: loose)
+        try reopen.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let second = try RunningPipehook(["serve", "--config", configPath], directory: dir.path)
+        _ = try await second.waitForPort()
+        second.kill(SIGTERM)
+        #expect(try mode(loose) == 0o640)
+    }
+
     @Test func binaryDrivenBySend() async throws {
         let dir = TempDir()
         let configPath = try config(dir)
