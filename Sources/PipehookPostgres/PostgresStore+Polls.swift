@@ -32,19 +32,19 @@ extension PostgresStore: PollStore {
     public func pollCandidates(now: Int64, idleSince: Int64, limit: Int) async throws(StoreError) -> [PollCandidate] {
         try await read("read poll candidates") { db, logger in
             try await db.query("""
-                SELECT source, generation_id FROM (
-                    SELECT p.source, p.generation_id, p.next_poll_at AS due FROM polls p
+                SELECT source, generation_id, failures FROM (
+                    SELECT p.source, p.generation_id, p.failures, p.next_poll_at AS due FROM polls p
                     LEFT JOIN generations g ON g.generation_id = p.generation_id AND g.source = p.source
                     WHERE p.state = 'active' AND p.next_poll_at <= \(now)
                       AND (g.status IS NULL OR g.status IN \(unescaped: Self.openStatuses))
                     UNION ALL
-                    SELECT g.source, g.generation_id, g.updated_at AS due FROM generations g
+                    SELECT g.source, g.generation_id, 0 AS failures, g.updated_at AS due FROM generations g
                     WHERE g.status IN \(unescaped: Self.openStatuses) AND g.updated_at <= \(idleSince)
                       AND NOT EXISTS (SELECT 1 FROM polls p WHERE p.generation_id = g.generation_id AND p.source = g.source)
                 ) AS candidates ORDER BY due LIMIT \(limit)
                 """, logger: logger).collect().map { row in
-                let (source, generationID) = try row.decode((String, String).self)
-                return PollCandidate(source: source, generationID: generationID)
+                let (source, generationID, failures) = try row.decode((String, String, Int).self)
+                return PollCandidate(source: source, generationID: generationID, failures: failures)
             }
         }
     }

@@ -34,6 +34,8 @@ public final class Reconciler: Service {
     let scanInterval: Duration
     let onJobsCreated: @Sendable () -> Void
     let metrics: PipehookMetrics
+    /// Each generation's own backoff after failed polls (2 s doubling to 5 min by default).
+    let backoff: APIBackoff
     private let configuration: Mutex<Configuration>
     /// Wake-ups for the current (or next) `run()`. Replaced when a run ends: a stream ends for
     /// good when its reader is cancelled, and with a shared store the reconciler may run again
@@ -44,9 +46,10 @@ public final class Reconciler: Service {
     public init(
         store: any WebhookStore & PollStore, api: PipevideoAPI, configuration: Configuration, logger: Logger,
         scanInterval: Duration = .seconds(1), onJobsCreated: @escaping @Sendable () -> Void = {},
-        metrics: PipehookMetrics = .discarding,
+        metrics: PipehookMetrics = .discarding, backoff: APIBackoff = APIBackoff(),
         now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
     ) {
+        self.backoff = backoff
         self.store = store
         self.api = api
         self.configuration = Mutex(configuration)
@@ -124,11 +127,14 @@ public final class Reconciler: Service {
         let answer = await api.fetch(candidate.generationID)
         let polledAt = now()
         let again = polledAt + configuration.pollAfterMilliseconds
+        // After a failure this generation waits by its own count of failures in a row: an id the
+        // API keeps failing on backs off to 5 minutes even while every other id succeeds.
+        let retry = polledAt + backoff.delay(failures: candidate.failures + 1, unit: Double.random(in: 0..<1))
         switch answer {
         case .snapshot(let snapshot, let raw):
             guard snapshot.generationID == candidate.generationID else {
                 logger.error("Pipevideo API answered for another id; ignored", metadata: metadata)
-                await record(candidate, PollResult(summary: "HTTP 200 for another id (\(snapshot.generationID.prefix(64)))", next: .pollAt(again), failed: true), metadata)
+                await record(candidate, PollResult(summary: "HTTP 200 for another id (\(snapshot.generationID.prefix(64)))", next: .pollAt(max(again, retry)), failed: true), metadata)
                 return
             }
             let event = GenerationEvent(
@@ -156,7 +162,7 @@ public final class Reconciler: Service {
             } catch {
                 metadata["error"] = .string(error.message)
                 logger.error("cannot store polled status", metadata: metadata)
-                await record(candidate, PollResult(summary: "store failed: \(error.message)", next: .pollAt(polledAt + 1_000), failed: true), metadata)
+                await record(candidate, PollResult(summary: "store failed: \(error.message)", next: .pollAt(retry), failed: true), metadata)
                 return
             }
             await record(candidate, PollResult(summary: "HTTP 200 \(snapshot.status.rawValue)", next: .pollAt(again), failed: false), metadata)
@@ -170,9 +176,9 @@ public final class Reconciler: Service {
         case .rateLimited(let wait):
             await record(candidate, PollResult(summary: "HTTP 429: rate limited for \(wait) ms", next: .pollAt(polledAt + wait), failed: true), metadata)
         case .unavailable(let reason):
-            await record(candidate, PollResult(summary: reason, next: .pollAt(polledAt + 1_000), failed: true), metadata)
+            await record(candidate, PollResult(summary: reason, next: .pollAt(retry), failed: true), metadata)
         case .rejected(let status):
-            await record(candidate, PollResult(summary: "HTTP \(status)", next: .pollAt(again), failed: true), metadata)
+            await record(candidate, PollResult(summary: "HTTP \(status)", next: .pollAt(max(again, retry)), failed: true), metadata)
         case .throttled:
             // Shutting down while waiting for a slot: nothing was asked.
             return

@@ -32,18 +32,18 @@ extension SQLiteStore: PollStore {
     public func pollCandidates(now: Int64, idleSince: Int64, limit: Int) async throws(StoreError) -> [PollCandidate] {
         try await read { db in
             try Row.fetchAll(db, sql: """
-                SELECT source, generation_id, due FROM (
-                    SELECT p.source, p.generation_id, p.next_poll_at AS due FROM polls p
+                SELECT source, generation_id, failures, due FROM (
+                    SELECT p.source, p.generation_id, p.failures, p.next_poll_at AS due FROM polls p
                     LEFT JOIN generations g ON g.generation_id = p.generation_id AND g.source = p.source
                     WHERE p.state = 'active' AND p.next_poll_at <= ?
                       AND (g.status IS NULL OR g.status IN \(Self.openStatuses))
                     UNION ALL
-                    SELECT g.source, g.generation_id, g.updated_at AS due FROM generations g
+                    SELECT g.source, g.generation_id, 0 AS failures, g.updated_at AS due FROM generations g
                     WHERE g.status IN \(Self.openStatuses) AND g.updated_at <= ?
                       AND NOT EXISTS (SELECT 1 FROM polls p WHERE p.generation_id = g.generation_id AND p.source = g.source)
                 ) ORDER BY due LIMIT ?
                 """, arguments: [now, idleSince, limit]
-            ).map { PollCandidate(source: $0["source"], generationID: $0["generation_id"]) }
+            ).map { PollCandidate(source: $0["source"], generationID: $0["generation_id"], failures: $0["failures"]) }
         }
     }
 

@@ -436,7 +436,7 @@ public final class MemoryStore: Storage {
             var due: [(at: Int64, candidate: PollCandidate)] = []
             for (key, row) in state.polls where row.poll.state == .active && row.poll.nextPollAt <= now {
                 if let status = state.generations[key]?.status, !PollRules.isOpen(status) { continue }
-                due.append((row.poll.nextPollAt, PollCandidate(source: key.source, generationID: key.generationID)))
+                due.append((row.poll.nextPollAt, PollCandidate(source: key.source, generationID: key.generationID, failures: row.poll.failures)))
             }
             for (key, generation) in state.generations
             where PollRules.isOpen(generation.status) && generation.updatedAt <= idleSince && state.polls[key] == nil {

@@ -66,9 +66,13 @@ public struct PollRecord: Sendable, Equatable {
 public struct PollCandidate: Sendable, Equatable, Hashable {
     public var source: String
     public var generationID: String
-    public init(source: String, generationID: String) {
+    /// Its failed polls in a row so far (0 when never polled): its own backoff, whatever
+    /// other generations' polls do.
+    public var failures: Int
+    public init(source: String, generationID: String, failures: Int = 0) {
         self.source = source
         self.generationID = generationID
+        self.failures = failures
     }
 }
 

@@ -236,6 +236,33 @@ final class CapturedLog: Sendable {
         }
     }
 
+    /// Issue 10 item 7: one id the API keeps failing on backs off by its own failures, while
+    /// polls of other ids keep succeeding (which reset the client's shared pause).
+    @Test func aGenerationThatKeepsFailingBacksOffOnItsOwn() async throws {
+        let h = try Harness()
+        let fake = FakePipevideoAPI(key: Self.key)
+        await fake.script("gen_bad", [.serverError])
+        for index in 0..<3 { await fake.script("gen_ok\(index)", [.status("in_progress")]) }
+        try await fake.run { base in
+            let now = Fixture.now() * 1000
+            for id in ["gen_bad", "gen_ok0", "gen_ok1", "gen_ok2"] { _ = try await h.store.track(source: "pipevideo", generationID: id, at: now) }
+            // The healthy ids are polled every 200 ms; the failing one waits 300 ms doubling.
+            let reconciler = Reconciler(
+                store: h.store, api: Self.api(base, backoff: APIBackoff(initialMilliseconds: 20, maximumMilliseconds: 40)),
+                configuration: .init(sources: ["pipevideo"], pollAfterMilliseconds: 200, routes: { _ in [] }),
+                logger: Fixture.logger, scanInterval: .milliseconds(50),
+                backoff: APIBackoff(initialMilliseconds: 300, maximumMilliseconds: 60_000)
+            )
+            try await Self.running(reconciler, timeout: 30) { await fake.requests(for: "gen_bad").count >= 5 }
+            let times = await fake.requests(for: "gen_bad").map(\.at)
+            let gaps = zip(times.dropFirst(), times).map { $0 - $1 }
+            // Equal jitter: each wait is at least half its step (150, 300, 600, 1200 ms).
+            #expect(gaps.count >= 4 && gaps[2] >= 600 && gaps[3] >= 1_200, "gaps \(gaps)")
+            #expect(await fake.requests(for: "gen_ok0").count > times.count, "the other ids were polled meanwhile")
+            #expect(try await h.store.polling(generationID: "gen_bad").first?.failures ?? 0 >= 4)
+        }
+    }
+
     @Test func unknownIdStopsPollingAndShowsInStatus() async throws {
         let h = try Harness()
         let fake = FakePipevideoAPI(key: Self.key)

@@ -242,6 +242,8 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
             try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 500", next: .pollAt(now + 1), failed: true), at: now)
             try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 500", next: .pollAt(now + 1), failed: true), at: now)
             #expect(try await store.polling(generationID: "g-stuck").first?.failures == 2)
+            let due = try await store.pollCandidates(now: now + 1, idleSince: idleSince, limit: 10)
+            #expect(due == [PollCandidate(source: "pipevideo", generationID: "g-stuck", failures: 2)], "a candidate carries its own failures")
             try await store.recordPoll(stuck, result: PollResult(summary: "HTTP 404", next: .stop, failed: false), at: now)
             let stopped = try #require(try await store.polling(generationID: "g-stuck").first)
             #expect(stopped.state == .stopped && stopped.failures == 0 && stopped.lastResult == "HTTP 404" && !stopped.tracked)
