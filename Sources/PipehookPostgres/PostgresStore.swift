@@ -406,50 +406,70 @@ extension PostgresStore: WebhookStore {
         let dedupCutoff = rules.dedupCutoff, retentionCutoff = rules.retentionCutoff
         let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
         let finishedJobs = rules.finishedJobStatesSQL
-        return try await write("prune") { db, logger in
-            // Every instance's retention service prunes; one at a time, so that two prunes
-            // deleting the same rows in different orders cannot deadlock.
-            try await db.query(
-                "SELECT pg_advisory_xact_lock(hashtextextended('pipehook:prune:' || coalesce(current_schema(), ''), 0))", logger: logger
-            )
-            /// Runs a DELETE and counts the rows it removed.
-            func deleting(_ query: PostgresQuery) async throws -> Int {
-                var counted = query
-                counted.sql = "WITH deleted AS (\(query.sql) RETURNING 1) SELECT count(*) FROM deleted"
-                return try await db.query(counted, logger: logger).collect().first?.decode(Int.self) ?? 0
+        let limit = RetentionRules.batchSize
+        // Small transactions: each deletes at most `limit` rows of each kind, so ingest and claims
+        // keep committing between them however much a first prune of a big store has to do.
+        var total = PruneReport()
+        while true {
+            let (report, more) = try await write("prune") { db, logger -> (PruneReport, Bool) in
+                // Every instance's retention service prunes; one at a time, so that two prunes
+                // deleting the same rows in different orders cannot deadlock.
+                try await db.query(
+                    "SELECT pg_advisory_xact_lock(hashtextextended('pipehook:prune:' || coalesce(current_schema(), ''), 0))", logger: logger
+                )
+                func count(_ query: PostgresQuery) async throws -> Int {
+                    try await db.query(query, logger: logger).collect().first?.decode(Int.self) ?? 0
+                }
+                var report = PruneReport()
+                report.deliveries = try await count("""
+                    WITH gone AS (DELETE FROM deliveries WHERE (source, delivery_id) IN (
+                        SELECT source, delivery_id FROM deliveries WHERE received_at < \(dedupCutoff) LIMIT \(limit)) RETURNING 1)
+                    SELECT count(*) FROM gone
+                    """)
+                // Finished jobs past retention go with their attempts; dead ones only on request.
+                report.jobs = try await count("""
+                    WITH doomed AS (
+                        SELECT id FROM jobs WHERE state IN \(unescaped: finishedJobs) AND updated_at < \(retentionCutoff) LIMIT \(limit)),
+                    attempts_gone AS (DELETE FROM attempts USING doomed WHERE attempts.job_id = doomed.id RETURNING 1),
+                    jobs_gone AS (DELETE FROM jobs USING doomed WHERE jobs.id = doomed.id RETURNING 1)
+                    SELECT count(*) FROM jobs_gone
+                    """)
+                // A finished generation idle past retention goes with its whole timeline and
+                // polling, unless a job still needs its events (pending, running, or dead and kept
+                // for a retry). One statement, so all three deletes agree on the same generations.
+                let (events, generations) = try await db.query("""
+                    WITH stale AS (
+                        SELECT g.source, g.generation_id FROM generations g
+                        WHERE g.status IN (\(unescaped: terminal)) AND g.updated_at < \(retentionCutoff)
+                          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = g.generation_id AND j.source = g.source)
+                        LIMIT \(limit)),
+                    polls_gone AS (DELETE FROM polls USING stale
+                        WHERE polls.source = stale.source AND polls.generation_id = stale.generation_id RETURNING 1),
+                    events_gone AS (DELETE FROM events USING stale
+                        WHERE events.source = stale.source AND events.generation_id = stale.generation_id RETURNING 1),
+                    generations_gone AS (DELETE FROM generations USING stale
+                        WHERE generations.source = stale.source AND generations.generation_id = stale.generation_id RETURNING 1)
+                    SELECT (SELECT count(*) FROM events_gone), (SELECT count(*) FROM generations_gone)
+                    """, logger: logger).collect().first?.decode((Int, Int).self) ?? (0, 0)
+                report.events = events
+                report.generations = generations
+                // Ids the API never knew (404), idle past retention.
+                let polls = try await count("""
+                    WITH gone AS (DELETE FROM polls WHERE (generation_id, source) IN (
+                        SELECT p.generation_id, p.source FROM polls p WHERE p.state = 'stopped' AND p.updated_at < \(retentionCutoff)
+                          AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.generation_id = p.generation_id AND g.source = p.source)
+                        LIMIT \(limit)) RETURNING 1)
+                    SELECT count(*) FROM gone
+                    """)
+                report.unrecognized = try await count("""
+                    WITH gone AS (DELETE FROM unrecognized WHERE seq IN (
+                        SELECT seq FROM unrecognized WHERE received_at < \(retentionCutoff) LIMIT \(limit)) RETURNING 1)
+                    SELECT count(*) FROM gone
+                    """)
+                return (report, [report.deliveries, report.jobs, report.generations, polls, report.unrecognized].contains(limit))
             }
-            var report = PruneReport()
-            report.deliveries = try await deleting("DELETE FROM deliveries WHERE received_at < \(dedupCutoff)")
-            // Finished jobs past retention go with their attempts; dead ones only on request.
-            try await db.query("""
-                DELETE FROM attempts WHERE job_id IN (
-                    SELECT id FROM jobs WHERE state IN \(unescaped: finishedJobs) AND updated_at < \(retentionCutoff))
-                """, logger: logger)
-            report.jobs = try await deleting(
-                "DELETE FROM jobs WHERE state IN \(unescaped: finishedJobs) AND updated_at < \(retentionCutoff)"
-            )
-            // A finished generation idle past retention goes with its whole timeline, unless a
-            // job still needs its events (pending, running, or dead and kept for a retry).
-            let stale = """
-                SELECT g.source, g.generation_id FROM generations g
-                WHERE g.status IN (\(terminal)) AND g.updated_at < $1
-                  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = g.generation_id AND j.source = g.source)
-                """
-            func staleQuery(_ head: String) -> PostgresQuery {
-                var binds = PostgresBindings()
-                binds.append(retentionCutoff)
-                return PostgresQuery(unsafeSQL: "\(head) WHERE (source, generation_id) IN (\(stale))", binds: binds)
-            }
-            try await db.query(staleQuery("DELETE FROM polls"), logger: logger)
-            // Ids the API never knew (404), idle past retention.
-            try await db.query("""
-                DELETE FROM polls WHERE state = 'stopped' AND updated_at < \(retentionCutoff) AND NOT EXISTS (
-                    SELECT 1 FROM generations g WHERE g.generation_id = polls.generation_id AND g.source = polls.source)
-                """, logger: logger)
-            report.events = try await deleting(staleQuery("DELETE FROM events"))
-            report.generations = try await deleting(staleQuery("DELETE FROM generations"))
-            report.unrecognized = try await deleting("DELETE FROM unrecognized WHERE received_at < \(retentionCutoff)")
-            return report
+            total.add(report)
+            if !more { return total }
         }
     }
 

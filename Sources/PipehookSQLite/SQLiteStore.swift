@@ -267,41 +267,66 @@ public final class SQLiteStore: WebhookStore {
         let dedupCutoff = rules.dedupCutoff, retentionCutoff = rules.retentionCutoff
         let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
         let finishedJobs = rules.finishedJobStatesSQL
-        do {
-            return try await pool.write { db in
-                var report = PruneReport()
-                try db.execute(sql: "DELETE FROM deliveries WHERE received_at < ?", arguments: [dedupCutoff])
-                report.deliveries = db.changesCount
-                // Finished jobs past retention go with their attempts; dead ones only on request.
-                try db.execute(sql: """
-                    DELETE FROM attempts WHERE job_id IN (
-                        SELECT id FROM jobs WHERE state IN \(finishedJobs) AND updated_at < ?)
-                    """, arguments: [retentionCutoff])
-                try db.execute(sql: "DELETE FROM jobs WHERE state IN \(finishedJobs) AND updated_at < ?", arguments: [retentionCutoff])
-                report.jobs = db.changesCount
-                // A finished generation idle past retention goes with its whole timeline, unless
-                // a job still needs its events (pending, running, or dead and kept for a retry).
-                let stale = """
-                    SELECT g.source, g.generation_id FROM generations g
-                    WHERE g.status IN (\(terminal)) AND g.updated_at < ?
-                      AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = g.generation_id AND j.source = g.source)
-                    """
-                try db.execute(sql: "DELETE FROM polls WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])
-                // Ids the API never knew (404), idle past retention.
-                try db.execute(sql: """
-                    DELETE FROM polls WHERE state = 'stopped' AND updated_at < ? AND NOT EXISTS (
-                        SELECT 1 FROM generations g WHERE g.generation_id = polls.generation_id AND g.source = polls.source)
-                    """, arguments: [retentionCutoff])
-                try db.execute(sql: "DELETE FROM events WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])
-                report.events = db.changesCount
-                try db.execute(sql: "DELETE FROM generations WHERE (source, generation_id) IN (\(stale))", arguments: [retentionCutoff])
-                report.generations = db.changesCount
-                try db.execute(sql: "DELETE FROM unrecognized WHERE received_at < ?", arguments: [retentionCutoff])
-                report.unrecognized = db.changesCount
-                return report
+        let limit = RetentionRules.batchSize
+        // Small transactions: each holds the write lock for at most `limit` rows of each kind, so
+        // deliveries keep committing between them however much a first prune of a big store has to do.
+        var total = PruneReport()
+        while true {
+            let (report, more): (PruneReport, Bool)
+            do {
+                (report, more) = try await pool.write { db in
+                    var report = PruneReport()
+                    try db.execute(sql: """
+                        DELETE FROM deliveries WHERE (source, delivery_id) IN (
+                            SELECT source, delivery_id FROM deliveries WHERE received_at < ? LIMIT ?)
+                        """, arguments: [dedupCutoff, limit])
+                    report.deliveries = db.changesCount
+                    // Finished jobs past retention go with their attempts; dead ones only on request.
+                    let jobs = try String.fetchAll(db, sql: """
+                        SELECT id FROM jobs WHERE state IN \(finishedJobs) AND updated_at < ? LIMIT ?
+                        """, arguments: [retentionCutoff, limit])
+                    for id in jobs {
+                        try db.cachedStatement(sql: "DELETE FROM attempts WHERE job_id = ?").execute(arguments: [id])
+                        try db.cachedStatement(sql: "DELETE FROM jobs WHERE id = ?").execute(arguments: [id])
+                    }
+                    report.jobs = jobs.count
+                    // A finished generation idle past retention goes with its whole timeline and
+                    // polling, unless a job still needs its events (pending, running, or dead and
+                    // kept for a retry).
+                    let stale = try Row.fetchAll(db, sql: """
+                        SELECT g.source, g.generation_id FROM generations g
+                        WHERE g.status IN (\(terminal)) AND g.updated_at < ?
+                          AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = g.generation_id AND j.source = g.source)
+                        LIMIT ?
+                        """, arguments: [retentionCutoff, limit])
+                    for row in stale {
+                        let key: StatementArguments = [row["source"], row["generation_id"]]
+                        try db.cachedStatement(sql: "DELETE FROM polls WHERE source = ? AND generation_id = ?").execute(arguments: key)
+                        try db.cachedStatement(sql: "DELETE FROM events WHERE source = ? AND generation_id = ?").execute(arguments: key)
+                        report.events += db.changesCount
+                        try db.cachedStatement(sql: "DELETE FROM generations WHERE source = ? AND generation_id = ?").execute(arguments: key)
+                    }
+                    report.generations = stale.count
+                    // Ids the API never knew (404), idle past retention.
+                    try db.execute(sql: """
+                        DELETE FROM polls WHERE (generation_id, source) IN (
+                            SELECT p.generation_id, p.source FROM polls p WHERE p.state = 'stopped' AND p.updated_at < ? AND NOT EXISTS (
+                                SELECT 1 FROM generations g WHERE g.generation_id = p.generation_id AND g.source = p.source)
+                            LIMIT ?)
+                        """, arguments: [retentionCutoff, limit])
+                    let polls = db.changesCount
+                    try db.execute(sql: """
+                        DELETE FROM unrecognized WHERE seq IN (SELECT seq FROM unrecognized WHERE received_at < ? LIMIT ?)
+                        """, arguments: [retentionCutoff, limit])
+                    report.unrecognized = db.changesCount
+                    let full = [report.deliveries, report.jobs, report.generations, polls, report.unrecognized].contains(limit)
+                    return (report, full)
+                }
+            } catch {
+                throw StoreError(.unavailable, "prune failed: \(Self.describe(error))")
             }
-        } catch {
-            throw StoreError(.unavailable, "prune failed: \(Self.describe(error))")
+            total.add(report)
+            if !more { return total }
         }
     }
 

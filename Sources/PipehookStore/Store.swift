@@ -131,6 +131,15 @@ public struct GenerationDetail: Sendable, Equatable {
 }
 
 public struct PruneReport: Sendable, Equatable, Codable {
+    /// Adds another pass's counts.
+    public mutating func add(_ other: PruneReport) {
+        deliveries += other.deliveries
+        events += other.events
+        generations += other.generations
+        unrecognized += other.unrecognized
+        jobs += other.jobs
+    }
+
     public var deliveries: Int
     public var events: Int
     public var generations: Int

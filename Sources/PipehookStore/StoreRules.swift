@@ -46,6 +46,9 @@ public struct RetentionRules: Sendable, Equatable {
     public var dedupCutoff: Int64
     /// Finished rows last touched before this (Unix ms) are deleted.
     public var retentionCutoff: Int64
+    /// Rows of each kind one prune transaction deletes at most (stores loop until less remain).
+    public static let batchSize = 1_000
+
     /// Job states deleted past retention: succeeded, and dead only when asked (`--include-dead`).
     public var finishedJobStates: [JobState]
 

@@ -170,6 +170,28 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
         }
     }
 
+    /// Retention works in transactions of `RetentionRules.batchSize` rows of each kind and goes
+    /// on until nothing is left past its window.
+    @Test(arguments: StoreKind.available)
+    func pruneDeletesInSmallTransactionsUntilDone(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let count = RetentionRules.batchSize * 2 + 500
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<count {
+                    group.addTask { _ = try await store.ingest(Fixture.delivery(id: "m\(index)", generation: "g\(index)", status: .completed, at: 1_000)) }
+                }
+                try await group.waitForAll()
+            }
+            _ = try await store.ingest(Fixture.delivery(id: "fresh", generation: "fresh", status: .completed, at: 400 * 86_400_000))
+            let report = try await store.prune(
+                nowMilliseconds: 400 * 86_400_000, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false
+            )
+            #expect(report == PruneReport(deliveries: count, events: count, generations: count, unrecognized: 0, jobs: 0))
+            #expect(try await store.counts() == StoreCounts(deliveries: 1, events: 1, generations: 1, unrecognized: 0))
+        }
+    }
+
     @Test(arguments: StoreKind.available)
     func pruneRemovesExactlyWhatIsPastItsWindow(kind: StoreKind) async throws {
         try await kind.with { harness in
