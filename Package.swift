@@ -57,7 +57,11 @@ let package = Package(
             swiftSettings: strict
         ),
         // The store protocol and its value types; knows no database.
-        .target(name: "PipehookStore", dependencies: ["PipehookLifecycle", "PipehookFormats"], swiftSettings: strict),
+        .target(
+            name: "PipehookStore",
+            dependencies: ["PipehookLifecycle", "PipehookFormats", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict
+        ),
         // SQLite implementation of the store (GRDB, WAL, group commit).
         .target(
             name: "PipehookSQLite",

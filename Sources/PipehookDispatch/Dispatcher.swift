@@ -211,10 +211,13 @@ public final class Dispatcher: Service {
     /// Runs a claimed job's remaining steps while keeping its lease alive; stops them if the lease
     /// is lost.
     func execute(_ claimed: ClaimedJob, claimedAt: ContinuousClock.Instant) async {
+        let store = self.store, lease = claimed.lease
         let keeper = LeaseKeeper(
-            store: store, lease: claimed.lease, duration: .milliseconds(options.leaseMilliseconds), since: claimedAt,
-            logger: logger
-        )
+            duration: .milliseconds(options.leaseMilliseconds), since: claimedAt, what: "a job's lease",
+            metadata: ["job_id": .string(lease.jobID)], logger: logger
+        ) { milliseconds throws(StoreError) in
+            try await store.renewLease(lease, leaseMilliseconds: milliseconds)
+        }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.runSteps(claimed, keeper: keeper) }
             group.addTask { await keeper.keep() }

@@ -154,6 +154,18 @@ enum PostgresSchema {
             )
             """,
         ]),
+        Migration(id: "v5-exclusive-leases", statements: [
+            // Services that run on one instance at a time (reconciliation): who holds each, and until
+            // when by the server's clock (SPEC §9). A lease, not a session lock: a session the server
+            // ends does not free it before its holder has stopped.
+            """
+            CREATE TABLE exclusive_leases (
+                name TEXT PRIMARY KEY,
+                holder TEXT NOT NULL,
+                until_ms BIGINT NOT NULL
+            )
+            """,
+        ]),
     ]
 
     /// Applies what is missing in one transaction. The advisory lock is keyed by the schema, so

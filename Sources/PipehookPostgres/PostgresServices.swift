@@ -1,3 +1,4 @@
+import Foundation
 import Logging
 import PipehookStore
 import PostgresNIO
@@ -24,69 +25,71 @@ public struct PostgresClientService: Service {
 }
 
 /// Runs a service on one instance at a time among all those sharing the database (SPEC §9:
-/// reconciliation runs on one instance), under a session-level advisory lock held on a
-/// connection of its own.
+/// reconciliation runs on one instance), under a lease in `exclusive_leases` that the server's clock
+/// expires, as job leases are.
 ///
-/// An instance that does not get the lock tries again every `retryInterval`; when the instance
-/// holding it stops or dies, its session ends, PostgreSQL releases the lock, and another takes
-/// over. While it runs the service, the holder checks its connection every half `retryInterval`:
-/// if the connection is lost (and with it the lock), the service is stopped at once, usually
-/// before another instance's next try, and in any case within that check.
+/// An instance that does not get the lease tries again every `retryInterval`. The holder renews
+/// every third of the lease (`LeaseKeeper`) and stops the service once the server says the lease is
+/// no longer its, or when renewals have failed until shortly before the lease can end by the
+/// holder's own monotonic clock: so the service has stopped before any other instance can take the
+/// lease, whatever happened to the holder's connections (a session lock is freed the moment the
+/// server ends the session, while its holder may still be running for seconds). A graceful stop
+/// releases the lease, so another instance takes over at its next try; a holder that died is
+/// taken over once its lease (three retry intervals, at least 3 s) has expired.
 public struct ExclusiveService: Service {
     let store: PostgresStore
     let name: String
     let service: any Service
     let retryInterval: Duration
     let logger: Logger
+    /// This service's holder name among all instances.
+    let holder: String
 
-    /// `name` keys the lock, together with the schema (so deployments in different schemas of one
-    /// database do not exclude each other).
+    /// `name` keys the lease (each schema has its own table, so deployments in different schemas
+    /// of one database do not exclude each other).
     public init(store: PostgresStore, name: String, service: any Service, retryInterval: Duration = .seconds(5), logger: Logger) {
         self.store = store
         self.name = name
         self.service = service
         self.retryInterval = retryInterval
         self.logger = logger
+        holder = "\(ProcessInfo.processInfo.hostName)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
     }
 
-    private struct LostLock: Error {}
+    /// How long a lease lasts.
+    var leaseDuration: Duration { max(retryInterval * 3, .seconds(3)) }
+
+    private struct LostLease: Error {}
 
     public func run() async throws {
-        let key: PostgresQuery = "hashtextextended('pipehook:exclusive:' || \(name) || ':' || coalesce(current_schema(), ''), 0)"
+        let duration = leaseDuration
+        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
         var waitingLogged = false
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
+            let sent = ContinuousClock.now
             do {
-                let ran = try await store.client.withConnection { connection in
-                    let tryLock = PostgresQuery(unsafeSQL: "SELECT pg_try_advisory_lock(\(key.sql))", binds: key.binds)
-                    let answer = await Deadline.within(max(retryInterval, .seconds(5))) {
-                        try await connection.query(tryLock, logger: logger).collect().first?.decode(Bool.self) ?? false
-                    }
-                    guard case .success(let acquired) = answer else {
-                        // Unanswered: whether the lock was taken is unknown, so the session goes.
-                        try? await connection.close()
-                        throw LostLock()
-                    }
-                    guard acquired else { return false }
-                    logger.notice("running here: this instance holds the lock", metadata: ["service": .string(name)])
-                    defer { waitingLogged = false }
+                if try await store.takeExclusive(name, holder: holder, milliseconds: milliseconds) {
+                    logger.notice("running here: this instance holds the lease", metadata: ["service": .string(name)])
+                    waitingLogged = false
                     do {
-                        try await runWhileHeld(on: connection)
+                        try await runWhileHeld(since: sent, duration: duration)
+                    } catch is LostLease {
+                        throw LostLease()
                     } catch {
-                        await release(key, on: connection)
+                        try? await store.releaseExclusive(name, holder: holder)
                         throw error
                     }
-                    await release(key, on: connection)
-                    return true
-                }
-                if !ran, !waitingLogged {
-                    logger.info("another instance holds the lock; waiting", metadata: ["service": .string(name)])
+                    // Stopped by shutdown: let another instance take over now.
+                    try? await store.releaseExclusive(name, holder: holder)
+                } else if !waitingLogged {
+                    logger.info("another instance holds the lease; waiting", metadata: ["service": .string(name)])
                     waitingLogged = true
                 }
-            } catch is LostLock {
-                logger.error("lost the connection holding the lock; stopped here, trying again", metadata: ["service": .string(name)])
+            } catch is LostLease {
+                logger.error("lost the lease; stopped here, trying again", metadata: ["service": .string(name)])
             } catch {
                 if Task.isCancelled || Task.isShuttingDownGracefully { break }
-                logger.error("cannot take the lock, or the service failed; trying again", metadata: [
+                logger.error("cannot take the lease, or the service failed; trying again", metadata: [
                     "service": .string(name), "error": .string(PostgresStore.describe(error)),
                 ])
             }
@@ -95,41 +98,23 @@ public struct ExclusiveService: Service {
         }
     }
 
-    /// Runs the service until it returns (shutdown) or the lock's connection fails.
-    private func runWhileHeld(on connection: PostgresConnection) async throws {
-        // Twice as often as the others try, so a holder that lost its session has stopped
-        // before another instance can have taken the lock.
-        let service = self.service, interval = self.retryInterval / 2, logger = self.logger
+    /// Runs the service until it returns (shutdown) or its lease is lost.
+    private func runWhileHeld(since sent: ContinuousClock.Instant, duration: Duration) async throws {
+        let store = self.store, name = self.name, holder = self.holder, service = self.service
+        let keeper = LeaseKeeper(
+            duration: duration, since: sent, what: "the \(name) lease", metadata: ["service": .string(name)], logger: logger
+        ) { milliseconds throws(StoreError) in
+            try await store.renewExclusive(name, holder: holder, milliseconds: milliseconds)
+        }
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await service.run() }
             group.addTask {
-                while !Task.isCancelled {
-                    try? await Task.sleep(for: interval)
-                    if Task.isCancelled { return }
-                    // A session the server ended may leave a query unanswered: a closed
-                    // connection, an error or no answer in time all mean the lock is gone.
-                    if connection.isClosed { throw LostLock() }
-                    let answer = await Deadline.within(max(interval, .seconds(5))) {
-                        try await connection.query("SELECT 1", logger: logger).collect().count
-                    }
-                    if Task.isCancelled { return }
-                    guard case .success = answer else { throw LostLock() }
-                }
+                await keeper.keep()
+                if keeper.isLost { throw LostLease() }
             }
-            // The first to end decides: the service stopping (shutdown) or the lock being lost.
+            // The first to end decides: the service stopping (shutdown) or the lease being lost.
             try await group.next()
             group.cancelAll()
         }
-    }
-
-    private func release(_ key: PostgresQuery, on connection: PostgresConnection) async {
-        let logger = self.logger
-        let unlock = PostgresQuery(unsafeSQL: "SELECT pg_advisory_unlock(\(key.sql))", binds: key.binds)
-        let answer = connection.isClosed ? nil : await Deadline.within(max(retryInterval, .seconds(5))) {
-            try await connection.query(unlock, logger: logger).collect().count
-        }
-        if case .success = answer { return }
-        // A session that may still hold the lock must not go back to the pool.
-        try? await connection.close()
     }
 }

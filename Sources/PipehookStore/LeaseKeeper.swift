@@ -1,51 +1,61 @@
 import Logging
-import PipehookStore
 import Synchronization
 
-/// Keeps one job's lease alive while its steps run, and says when it is lost.
+/// Keeps a lease alive while the work it guards runs, and says when it is lost: a job's lease
+/// while its steps run (the dispatcher), or the lease of a service that runs on one instance at a
+/// time (`ExclusiveService`).
 ///
 /// The store sets and expires leases by its own clock, so this host never compares its wall clock
 /// with it. What this host knows for sure is monotonic: a lease granted (or renewed) for `duration`
 /// by a request sent at instant `t` lasts at least until `t + duration`. `keep()` renews every
-/// third of the lease and returns — so the step is stopped — once the store says the lease is no
-/// longer ours (the fence is stale), or when renewals have failed until `stopMargin` before that
-/// instant: the step's process group is then killed while the lease still holds, before anyone can
-/// take the job over.
-final class LeaseKeeper: Sendable {
-    let store: any JobStore
-    let lease: JobLease
+/// third of the lease and returns — so the work is stopped — once the store says the lease is no
+/// longer ours, or when renewals have failed until `stopMargin` before that instant: the work is
+/// then stopped while the lease still holds, before anyone can take it over.
+public final class LeaseKeeper: Sendable {
+    /// Extends the lease by `duration` from the store's now; false when it is no longer ours.
+    public typealias Renew = @Sendable (_ milliseconds: Int64) async throws(StoreError) -> Bool
+
+    let renew: Renew
     let duration: Duration
     let logger: Logger
+    let metadata: Logger.Metadata
+    let what: String
     private let validUntil: Mutex<ContinuousClock.Instant>
     private let lost = Atomic<Bool>(false)
 
-    init(store: any JobStore, lease: JobLease, duration: Duration, since: ContinuousClock.Instant, logger: Logger) {
-        self.store = store
-        self.lease = lease
+    /// `since`: when the request that took the lease was sent. `what` names the lease in log
+    /// lines ("a job's lease"), `metadata` is added to them.
+    public init(
+        duration: Duration, since: ContinuousClock.Instant, what: String, metadata: Logger.Metadata = [:], logger: Logger,
+        renew: @escaping Renew
+    ) {
+        self.renew = renew
         self.duration = duration
+        self.what = what
+        self.metadata = metadata
         self.logger = logger
         validUntil = Mutex(since + duration)
     }
 
     /// True once `keep()` gave the lease up.
-    var isLost: Bool { lost.load(ordering: .acquiring) }
+    public var isLost: Bool { lost.load(ordering: .acquiring) }
 
-    /// How long before the lease's certain end the step is stopped: enough for a process group to
+    /// How long before the lease's certain end the work is stopped: enough for a process group to
     /// get SIGTERM, its grace and SIGKILL (a few seconds), never more than half the lease.
-    static func stopMargin(for duration: Duration) -> Duration {
+    public static func stopMargin(for duration: Duration) -> Duration {
         min(max(duration / 4, .seconds(3)), duration / 2)
     }
 
     /// The next wait, pure: renew a third of the lease after the last renewal, sooner (a tenth of
     /// the lease, at least 100 ms) after a failed one, never past the stop instant.
-    static func nextWait(now: ContinuousClock.Instant, validUntil: ContinuousClock.Instant, duration: Duration, failed: Bool) -> Duration {
+    public static func nextWait(now: ContinuousClock.Instant, validUntil: ContinuousClock.Instant, duration: Duration, failed: Bool) -> Duration {
         let stopAt = validUntil - stopMargin(for: duration)
         let regular = failed ? max(duration / 10, .milliseconds(100)) : duration / 3
         return max(.zero, min(regular, stopAt - now))
     }
 
-    /// Returns when the lease is lost (then `isLost` is true) or when cancelled (the steps ended).
-    func keep() async {
+    /// Returns when the lease is lost (then `isLost` is true) or when cancelled (the work ended).
+    public func keep() async {
         var failed = false
         while !Task.isCancelled {
             let until = validUntil.withLock { $0 }
@@ -58,18 +68,18 @@ final class LeaseKeeper: Sendable {
             let sent = ContinuousClock.now
             do {
                 let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-                if try await store.renewLease(lease, leaseMilliseconds: milliseconds) {
+                if try await renew(milliseconds) {
                     validUntil.withLock { $0 = max($0, sent + duration) }
                     failed = false
                 } else {
-                    give(up: "another claim took the job (the lease had expired)")
+                    give(up: "another holder took it (the lease had expired)")
                     return
                 }
             } catch {
                 if Task.isCancelled { return }
-                logger.warning("cannot renew a job's lease; trying again", metadata: [
-                    "job_id": .string(lease.jobID), "error": .string(error.message),
-                ])
+                var metadata = self.metadata
+                metadata["error"] = .string(error.message)
+                logger.warning("cannot renew \(what); trying again", metadata: metadata)
                 failed = true
             }
         }
@@ -77,6 +87,8 @@ final class LeaseKeeper: Sendable {
 
     private func give(up reason: String) {
         lost.store(true, ordering: .releasing)
-        logger.error("lost a job's lease; stopping its step", metadata: ["job_id": .string(lease.jobID), "reason": .string(reason)])
+        var metadata = self.metadata
+        metadata["reason"] = .string(reason)
+        logger.error("lost \(what); stopping what it guards", metadata: metadata)
     }
 }
