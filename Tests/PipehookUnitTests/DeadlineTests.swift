@@ -52,3 +52,38 @@ import Testing
         #expect(ContinuousClock.now - started < .seconds(30))
     }
 }
+
+/// The process-wide ticker behind `Deadline`: nothing stays registered once waits end.
+@Suite struct DeadlineTickerTests {
+    @Test func waitsThatEndOrExpireLeaveNothingRegistered() async {
+        let ticker = DeadlineTicker(resolution: .milliseconds(10))
+        async let quick = ticker.within(.seconds(30)) { 1 }
+        async let slow = ticker.within(.milliseconds(50)) { () async throws -> Int in
+            try await Task.sleep(for: .seconds(30))
+            return 2
+        }
+        let (a, b) = await (quick, slow)
+        #expect((try? a?.get()) == 1)
+        #expect(b == nil)
+        #expect(ticker.pending == 0)
+    }
+
+    @Test func manyConcurrentWaitsEachGetTheirOwnAnswer() async {
+        let ticker = DeadlineTicker(resolution: .milliseconds(10))
+        let answers = await withTaskGroup(of: (Int, Int?).self) { group in
+            for index in 0..<500 {
+                group.addTask {
+                    let answer = await ticker.within(.milliseconds(index.isMultiple(of: 2) ? 30_000 : 20)) { () async throws -> Int in
+                        if !index.isMultiple(of: 2) { try await Task.sleep(for: .seconds(30)) }
+                        return index
+                    }
+                    return (index, try? answer?.get())
+                }
+            }
+            return await group.reduce(into: [Int: Int?]()) { $0[$1.0] = $1.1 }
+        }
+        #expect(answers.count == 500)
+        #expect(answers.allSatisfy { index, answer in index.isMultiple(of: 2) ? answer == index : answer == nil })
+        #expect(ticker.pending == 0)
+    }
+}
