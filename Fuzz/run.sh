@@ -111,7 +111,8 @@ module PipehookLifecycle "$S"/PipehookLifecycle/*.swift
 module PipehookSignature "$S"/PipehookSignature/*.swift
 module PipehookFormats "$S"/PipehookFormats/*.swift
 module PipehookSettings "$S"/PipehookSettings/*.swift
-module PipehookStore "$S"/PipehookStore/*.swift
+# Without LeaseKeeper (it logs through swift-log, which no target needs).
+module PipehookStore $(ls "$S"/PipehookStore/*.swift | grep -v '/LeaseKeeper.swift$')
 # Only the pure part of the handlers (no Subprocess, AsyncHTTPClient or NIO): the event document,
 # the download path renderer and the multipart writer.
 module PipehookHandlers "$S"/PipehookHandlers/StepTypes.swift "$S"/PipehookHandlers/PathTemplate+Render.swift \
