@@ -69,14 +69,14 @@ import Glibc
     /// The deadline starts again after each response: a keep-alive client that sends its next
     /// request in time is served, and an idle one is closed at the deadline.
     @Test func keepAliveRequestsEachGetTheirOwnDeadline() async throws {
-        try await run { port, store in
+        try await run(readTimeout: "2s") { port, store in
             let answers = try await RawConnection.onThread {
                 let connection = try RawConnection(port: port)
                 var answers: [String] = []
                 for index in 0..<3 {
                     connection.send(Self.signedRequest(id: "msg_keep\(index)", generation: "gen_keep\(index)"))
                     answers.append(connection.readResponse())
-                    usleep(600_000)  // 1.8 s in all on one connection, each wait under the 1 s deadline
+                    usleep(1_200_000)  // 3.6 s in all on one connection, each wait under the 2 s deadline
                 }
                 answers.append(connection.readUntilClosed(limit: 10).text)
                 return answers

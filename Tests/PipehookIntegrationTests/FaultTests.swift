@@ -66,7 +66,8 @@ import Glibc
         #expect(during.allSatisfy { $0.status == 503 && $0.result == "store_unavailable" }, "\(during.filter { $0.status != 503 })")
         // 1 s for the store plus a loaded machine's scheduling; without the bound they queued for tens of seconds.
         let slowest = during.map(\.seconds).max() ?? 0
-        #expect(slowest < 4, "slowest 503 after \(slowest) s with store_timeout 1s")
+        // (Eight of the 40 first wait for one of the client's 32 connections.)
+        #expect(slowest < 6, "slowest 503 after \(slowest) s with store_timeout 1s")
         // The senders' retries (the same signed requests, still within tolerance).
         let retried = try await HTTPTests.postConcurrently(port: daemon.port, requests)
         #expect(retried.allSatisfy { $0.status == 200 }, "\(retried.filter { $0.status != 200 })")
