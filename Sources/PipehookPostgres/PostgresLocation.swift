@@ -19,11 +19,19 @@ import PostgresNIO
 public struct PostgresLocation: Sendable {
     public var client: PostgresClient.Configuration
     public var searchPath: String?
+    /// The same server, user, database and TLS for one direct connection: `PostgresStore.open`
+    /// tries it first, so that a wrong password, a missing database or schema, a TLS failure or
+    /// a refused connection is named at once (the pool would only say it got no connection).
+    public var probe: PostgresConnection.Configuration?
 
-    public init(client: PostgresClient.Configuration, searchPath: String? = nil) {
+    public init(client: PostgresClient.Configuration, searchPath: String? = nil, probe: PostgresConnection.Configuration? = nil) {
         self.client = client
         self.searchPath = searchPath
-        if let searchPath { self.client.options.additionalStartupParameters.append(("search_path", searchPath)) }
+        self.probe = probe
+        if let searchPath {
+            self.client.options.additionalStartupParameters.append(("search_path", searchPath))
+            self.probe?.options.additionalStartupParameters.append(("search_path", searchPath))
+        }
     }
 
     public init(url text: String) throws(StoreError) {
@@ -50,37 +58,58 @@ public struct PostgresLocation: Sendable {
         let local = socketDirectory != nil || ["localhost", "127.0.0.1", "::1"].contains(host.lowercased()) || host.hasPrefix("127.")
 
         let tls: PostgresClient.Configuration.TLS
+        let probeTLS: PostgresConnection.Configuration.TLS
         switch parameters["sslmode"] ?? (local ? "disable" : "verify-full") {
-        case "disable": tls = .disable
+        case "disable":
+            tls = .disable
+            probeTLS = .disable
         case "prefer", "allow":
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.certificateVerification = .none
             tls = .prefer(configuration)
+            probeTLS = .prefer(try Self.context(configuration))
         case "require":
             var configuration = TLSConfiguration.makeClientConfiguration()
             configuration.certificateVerification = .none
             tls = .require(configuration)
-        case "verify-ca", "verify-full": tls = .require(.makeClientConfiguration())
+            probeTLS = .require(try Self.context(configuration))
+        case "verify-ca", "verify-full":
+            tls = .require(.makeClientConfiguration())
+            probeTLS = .require(try Self.context(.makeClientConfiguration()))
         case let other: throw invalid("has sslmode=\(other); use disable, prefer, require or verify-full")
         }
 
         var client: PostgresClient.Configuration
+        var probe: PostgresConnection.Configuration
         if let socketDirectory {
             client = PostgresClient.Configuration(
+                unixSocketPath: socketDirectory + "/.s.PGSQL.\(port)", username: user, password: components.password, database: database
+            )
+            probe = PostgresConnection.Configuration(
                 unixSocketPath: socketDirectory + "/.s.PGSQL.\(port)", username: user, password: components.password, database: database
             )
         } else {
             client = PostgresClient.Configuration(
                 host: host, port: port, username: user, password: components.password, database: database, tls: tls
             )
+            probe = PostgresConnection.Configuration(
+                host: host, port: port, username: user, password: components.password, database: database, tls: probeTLS
+            )
         }
+        probe.options.connectTimeout = .seconds(2)
         if let text = parameters["pool_max"] {
             guard let count = Int(text), count >= 1 else { throw invalid("has pool_max=\(text); it must be a positive number") }
             client.options.maximumConnections = count
         }
         client.options.connectTimeout = .seconds(5)
         let searchPath = parameters["search_path"].flatMap { $0.isEmpty ? nil : $0 }
-        self.init(client: client, searchPath: searchPath)
+        self.init(client: client, searchPath: searchPath, probe: probe)
+    }
+
+    private static func context(_ configuration: TLSConfiguration) throws(StoreError) -> NIOSSLContext {
+        do { return try NIOSSLContext(configuration: configuration) } catch {
+            throw StoreError(.invalid, "store: cannot set up TLS for PostgreSQL: \(error)")
+        }
     }
 }
 

@@ -52,6 +52,7 @@ public final class PostgresStore: Sendable {
         _ location: PostgresLocation, migrate: Bool = true, leaseTimeout: Duration = .seconds(10),
         answerTimeout: Duration = .seconds(60), logger: Logger
     ) async throws(StoreError) -> PostgresStore {
+        if let problem = await probe(location, logger: logger) { throw problem }
         let store = PostgresStore(location: location, leaseTimeout: leaseTimeout, answerTimeout: answerTimeout, logger: logger)
         await store.startClient()
         if migrate {
@@ -63,6 +64,36 @@ public final class PostgresStore: Sendable {
             }
         }
         return store
+    }
+
+    /// One direct connection with `location.probe`: the error that says why pipehook cannot use the
+    /// database (authentication, TLS, a missing database or schema, a refused connection), when the
+    /// server or the network answers within 2 s; nil when it works or nothing answered in time (the
+    /// pool's own timeouts then decide).
+    static func probe(_ location: PostgresLocation, logger: Logger) async -> StoreError? {
+        guard let configuration = location.probe else { return nil }
+        let answer = await Deadline.within(.seconds(2)) { () async throws -> String? in
+            let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
+            do {
+                let schema = try await connection.query("SELECT current_schema()", logger: logger).collect().first?.decode(String?.self)
+                try? await connection.close()
+                return schema ?? nil
+            } catch {
+                try? await connection.close()
+                throw error
+            }
+        }
+        switch answer {
+        case nil:
+            return nil
+        case .success(let schema?):
+            _ = schema
+            return nil
+        case .success(nil):
+            return StoreError(.unavailable, "PostgreSQL at \(location): the schema \(location.searchPath ?? "public") does not exist (create it, or fix search_path)")
+        case .failure(let error):
+            return StoreError(.unavailable, "cannot use PostgreSQL at \(location): \(describe(error))")
+        }
     }
 
     /// Runs `body` with a ready store and closes it afterwards, whatever happens.

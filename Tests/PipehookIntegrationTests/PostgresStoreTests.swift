@@ -47,6 +47,38 @@ import Testing
 @Suite(.enabled(if: PostgresTestDatabase.url != nil, PostgresTestDatabase.note))
 struct PostgresStoreTests {
 
+    /// Issue 10: what keeps pipehook from the database is named within 2 s when the server (or
+    /// the network) answers, not after the pool's 10 s as "no connection"; never the password.
+    @Test(arguments: ["password", "database", "schema", "refused"])
+    func connectionProblemsAreNamedAtOnce(problem: String) async throws {
+        let url = try #require(PostgresTestDatabase.url)
+        var components = try #require(URLComponents(string: url))
+        let expected: String
+        switch problem {
+        case "password":
+            components.password = "not-the-password-hunter2"
+            expected = "password authentication failed"
+        case "database":
+            components.path = "/pipehook_no_such_database"
+            expected = "does not exist"
+        case "schema":
+            components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "search_path", value: "no_such_schema")]
+            expected = "the schema no_such_schema does not exist"
+        default:
+            components.port = 1
+            expected = "refused"
+        }
+        let changed = try #require(components.string)
+        let location = try PostgresLocation(url: changed)
+        let started = ContinuousClock.now
+        let error = await #expect(throws: StoreError.self) { try await PostgresStore.open(location, logger: Fixture.logger) }
+        let took = ContinuousClock.now - started
+        let message = error?.message ?? ""
+        #expect(message.lowercased().contains(expected), "\(message)")
+        #expect(!message.contains("hunter2"))
+        #expect(took < .seconds(4), "named after \(took)")
+    }
+
     /// Read-only commands do not migrate: on an empty schema they say so instead of failing obscurely.
     @Test func unmigratedSchemaReadsAsNotFound() async throws {
         try await TestSchema.with { schema in
