@@ -96,7 +96,8 @@ public struct PostgresLocation: Sendable {
                 host: host, port: port, username: user, password: components.password, database: database, tls: probeTLS
             )
         }
-        probe.options.connectTimeout = .seconds(2)
+        // A refused or unreachable server answers at once; a timeout is left to the pool.
+        probe.options.connectTimeout = .seconds(5)
         if let text = parameters["pool_max"] {
             guard let count = Int(text), count >= 1 else { throw invalid("has pool_max=\(text); it must be a positive number") }
             client.options.maximumConnections = count

@@ -52,7 +52,7 @@ public final class PostgresStore: Sendable {
         _ location: PostgresLocation, migrate: Bool = true, leaseTimeout: Duration = .seconds(10),
         answerTimeout: Duration = .seconds(60), logger: Logger
     ) async throws(StoreError) -> PostgresStore {
-        if let problem = await probe(location, logger: logger) { throw problem }
+        if let problem = await probe(location, within: leaseTimeout, logger: logger) { throw problem }
         let store = PostgresStore(location: location, leaseTimeout: leaseTimeout, answerTimeout: answerTimeout, logger: logger)
         await store.startClient()
         if migrate {
@@ -67,12 +67,13 @@ public final class PostgresStore: Sendable {
     }
 
     /// One direct connection with `location.probe`: the error that says why pipehook cannot use the
-    /// database (authentication, TLS, a missing database or schema, a refused connection), when the
-    /// server or the network answers within 2 s; nil when it works or nothing answered in time (the
-    /// pool's own timeouts then decide).
-    static func probe(_ location: PostgresLocation, logger: Logger) async -> StoreError? {
+    /// database (authentication, TLS, a missing database or schema, a refused connection), as soon
+    /// as the server or the network says it: milliseconds on a healthy machine (the password
+    /// exchange is CPU work on both sides, so `limit` bounds the whole). Nil when it works or
+    /// nothing came back in time (the pool's own timeouts then decide).
+    static func probe(_ location: PostgresLocation, within limit: Duration, logger: Logger) async -> StoreError? {
         guard let configuration = location.probe else { return nil }
-        let answer = await Deadline.within(.seconds(2)) { () async throws -> String? in
+        let answer = await Deadline.within(limit) { () async throws -> String? in
             let connection = try await PostgresConnection.connect(configuration: configuration, id: 0, logger: logger)
             do {
                 let schema = try await connection.query("SELECT current_schema()", logger: logger).collect().first?.decode(String?.self)
@@ -91,9 +92,17 @@ public final class PostgresStore: Sendable {
             return nil
         case .success(nil):
             return StoreError(.unavailable, "PostgreSQL at \(location): the schema \(location.searchPath ?? "public") does not exist (create it, or fix search_path)")
+        case .failure(let error as PSQLError) where error.code == .connectionError && isTimeout(error.underlying):
+            // Nothing answered in time (a loaded machine, a slow network): not a verdict.
+            return nil
         case .failure(let error):
             return StoreError(.unavailable, "cannot use PostgreSQL at \(location): \(describe(error))")
         }
+    }
+
+    private static func isTimeout(_ error: (any Error)?) -> Bool {
+        if case .connectTimeout? = error as? ChannelError { return true }
+        return false
     }
 
     /// Runs `body` with a ready store and closes it afterwards, whatever happens.

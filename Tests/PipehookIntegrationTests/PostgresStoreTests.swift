@@ -76,7 +76,9 @@ struct PostgresStoreTests {
         let message = error?.message ?? ""
         #expect(message.lowercased().contains(expected), "\(message)")
         #expect(!message.contains("hunter2"))
-        #expect(took < .seconds(4), "named after \(took)")
+        // Milliseconds on an idle machine; the bound is the pool's 10 s this replaces (the password
+        // exchange of a debug build on a loaded CI machine can take seconds).
+        #expect(took < .seconds(9), "named after \(took)")
     }
 
     /// Read-only commands do not migrate: on an empty schema they say so instead of failing obscurely.
