@@ -193,8 +193,8 @@ final class CapturedLog: Sendable {
             // 120/min: one request every 500 ms, whatever the backlog.
             let reconciler = { Self.reconciler(h.store, Self.api(base, rpm: 120), pollAfter: 60_000) }
             let started = Int64(Date().timeIntervalSince1970 * 1000)
-            // Long enough that a busy machine's slow first requests still leave five in the window.
-            try await Self.idle(reconciler(), seconds: 6)
+            // Until six requests were made (a busy machine's first ones can be slow), then stopped.
+            try await Self.running(reconciler(), timeout: 40) { await fake.requests.count >= 6 }
             let ended = Int64(Date().timeIntervalSince1970 * 1000)
             let times = await fake.requests.map(\.at).sorted()
             #expect(times.count >= 5, "the backlog was polled")
