@@ -124,6 +124,58 @@ import Glibc
         #expect(rows.count == 10, "\(status)")
     }
 
+    /// Item 2: a signed event whose generation id holds a NUL is kept raw (202) and changes
+    /// nothing, where SQLite used to cut the id at the NUL and change `gen_x` itself.
+    @Test func aNulInAnIdChangesNoOtherGeneration() async throws {
+        let daemon = try await Daemon()
+        let first = Fixture.body(generation: "gen_x", status: "queued")
+        let nul = #"{"eventType":"video.generation.completed","generationId":"gen_x\u0000other","status":"completed"}"#
+        let answers = try await HTTPTests.postConcurrently(port: daemon.port, [(first, Fixture.headers(id: "msg_first", body: first))])
+        #expect(answers.map(\.status) == [200])
+        let hostile = try await HTTPTests.postConcurrently(port: daemon.port, [(nul, Fixture.headers(id: "msg_nul", body: nul))])
+        #expect(hostile.map(\.status) == [202] && hostile.first?.result == "unrecognized")
+        daemon.server.kill(SIGTERM)
+        let status = try await pipehook(["status", "gen_x", "--json", "--config", daemon.dir.path + "/pipehook.yaml"], directory: daemon.dir.path)
+        let document = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        #expect(document?["status"] as? String == "queued", "\(status)")
+        #expect((document?["timeline"] as? [Any])?.count == 1)
+    }
+
+    /// Item 3: an event with a 200 KiB error message still runs its exec steps: the environment
+    /// value is capped (with a marker) and the whole value is on stdin, where the uncapped copy
+    /// made every step fail with "Argument list too long".
+    @Test func aHugeEventValueStillRunsExecSteps() async throws {
+        let out = TempDir()
+        let routes = """
+            routes:
+              - name: on-failure
+                on: [failed]
+                steps:
+                  - exec:
+                      command: ["/bin/sh", "-c", "printf %s \\"$PIPEHOOK_ERROR_MESSAGE\\" | wc -c > \\"$OUT/env\\"; wc -c > \\"$OUT/stdin\\""]
+                      env: {OUT: "\(out.path)"}
+            """
+        let daemon = try await Daemon(extra: routes)
+        let message = String(repeating: "e", count: 200 << 10)
+        let body = Fixture.body(generation: "gen_huge", status: "failed", error: message)
+        let answers = try await HTTPTests.postConcurrently(port: daemon.port, [(body, Fixture.headers(id: "msg_huge", body: body))])
+        #expect(answers.map(\.status) == [200])
+        let deadline = ContinuousClock.now.advanced(by: .seconds(30))
+        while !FileManager.default.fileExists(atPath: out.path + "/stdin"), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        daemon.server.kill(SIGTERM)
+        func number(_ file: String) -> Int? {
+            (try? String(contentsOfFile: out.path + "/" + file, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        let environment = try #require(number("env"), "the step did not run")
+        #expect(environment <= 16 << 10 + 64 && environment > 1_000, "the environment value is capped: \(environment) bytes")
+        #expect(try #require(number("stdin")) > 200 << 10, "the whole value is on stdin")
+        let jobs = try await pipehook(["jobs", "--json", "--config", daemon.dir.path + "/pipehook.yaml"], directory: daemon.dir.path)
+        #expect(jobs.stdout.contains(#""state":"succeeded""#) || jobs.stdout.contains(#""state" : "succeeded""#), "\(jobs.stdout)")
+    }
+
     /// Item 1: the binary cuts off a request trickled a byte at a time with 408.
     @Test func theBinaryCutsOffATrickledRequest() async throws {
         let daemon = try await Daemon(readTimeout: "1s")
