@@ -326,7 +326,8 @@ struct PostgresInstancesTests {
                     Reconciler(
                         store: store, api: ReconcileTests.api(base),
                         configuration: .init(sources: ["pipevideo"], pollAfterMilliseconds: 300, routes: { $0 == .completed ? ["r"] : [] }),
-                        logger: Fixture.logger, scanInterval: .milliseconds(100)
+                        logger: Fixture.logger, scanInterval: .milliseconds(100),
+                        backoff: APIBackoff(initialMilliseconds: 200, maximumMilliseconds: 1_000)
                     )
                 }
                 let logA = CapturedLog(), logB = CapturedLog()

@@ -65,7 +65,8 @@ final class CapturedLog: Sendable {
         Reconciler(
             store: store, api: api,
             configuration: .init(sources: ["pipevideo"], pollAfterMilliseconds: pollAfter, routes: { routes[$0] ?? [] }),
-            logger: logger, scanInterval: .milliseconds(100)
+            // A failed poll's own backoff, scaled down like the API client's in these tests.
+            logger: logger, scanInterval: .milliseconds(100), backoff: APIBackoff(initialMilliseconds: 200, maximumMilliseconds: 1_000)
         )
     }
 
