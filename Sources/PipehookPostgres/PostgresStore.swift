@@ -302,6 +302,10 @@ public final class PostgresStore: Sendable {
             return "transaction failed"
         }
         if let error = error as? PSQLError {
+            if error.code == .sslUnsupported { return "PostgreSQL TLS: the server does not offer TLS, which this sslmode requires" }
+            if let underlying = error.underlying, underlying is NIOSSLError || underlying is BoringSSLError {
+                return "PostgreSQL TLS failed: \(String(reflecting: underlying))"
+            }
             if let info = error.serverInfo {
                 let state = info[.sqlState].map { " (\($0))" } ?? ""
                 return "PostgreSQL: \(info[.message] ?? "error")\(state)"

@@ -49,7 +49,7 @@ struct PostgresStoreTests {
 
     /// Issue 10: what keeps pipehook from the database is named within 2 s when the server (or
     /// the network) answers, not after the pool's 10 s as "no connection"; never the password.
-    @Test(arguments: ["password", "database", "schema", "refused"])
+    @Test(arguments: ["password", "database", "schema", "refused", "tls"])
     func connectionProblemsAreNamedAtOnce(problem: String) async throws {
         let url = try #require(PostgresTestDatabase.url)
         var components = try #require(URLComponents(string: url))
@@ -64,6 +64,11 @@ struct PostgresStoreTests {
         case "schema":
             components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "search_path", value: "no_such_schema")]
             expected = "the schema no_such_schema does not exist"
+        case "tls":
+            // Certificates checked against the system's roots: this server has TLS off, or a
+            // self-signed certificate (Debian's snakeoil); either way the probe says TLS.
+            components.queryItems = (components.queryItems ?? []) + [URLQueryItem(name: "sslmode", value: "verify-full")]
+            expected = "tls"
         default:
             components.port = 1
             expected = "refused"

@@ -167,7 +167,9 @@ final class CapturedLog: Sendable {
                 }
             }
             let reconciler = { Self.reconciler(h.store, Self.api(base)) }
-            try await Self.running(reconciler()) {
+            // Forty polls, each racing a commit: seconds on an idle machine, much longer when the
+            // whole suite shares two cores.
+            try await Self.running(reconciler(), timeout: 90) {
                 var settled = 0
                 for id in ids where try await store.generations(withID: id).first?.timeline.count == 2 { settled += 1 }
                 return settled == ids.count
