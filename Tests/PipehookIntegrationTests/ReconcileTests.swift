@@ -79,7 +79,7 @@ final class CapturedLog: Sendable {
     }
 
     /// Runs the reconciler until `condition` holds (or the timeout), then stops it.
-    static func running(_ reconciler: Reconciler, timeout: Double = 20, until condition: @Sendable () async throws -> Bool) async throws {
+    static func running(_ reconciler: Reconciler, timeout: Double = 60, until condition: @Sendable () async throws -> Bool) async throws {
         let task = Task { try await reconciler.run() }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
