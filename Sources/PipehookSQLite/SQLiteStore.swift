@@ -336,9 +336,12 @@ public final class SQLiteStore: WebhookStore {
 
     public func isWritable() async -> Bool {
         let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
-        if let free = (try? FileManager.default.attributesOfFileSystem(forPath: directory))?[.systemFreeSize] as? NSNumber,
-           free.int64Value < Self.minimumFreeBytes {
-            return false
+        // A file system remounted read-only still lets an open WAL database take its lock (the
+        // lock lives in shared memory); only the commit fails. So the mount is asked directly.
+        var info = statvfs()
+        if statvfs(directory, &info) == 0 {
+            if info.f_flag & UInt(ST_RDONLY) != 0 { return false }
+            if Int64(info.f_bavail) * Int64(info.f_frsize) < Self.minimumFreeBytes { return false }
         }
         do {
             try await pool.writeWithoutTransaction { db in
