@@ -280,7 +280,9 @@ struct PostgresInstancesTests {
             try await Task.sleep(for: .milliseconds(600))
             #expect(probeA.isRunning != probeB.isRunning)
             let (holder, holderTask, other) = probeA.isRunning ? (probeA, runA, probeB) : (probeB, runB, probeA)
-            #expect(other.starts.load(ordering: .acquiring) == 0)
+            // (A holder whose renewal is late on a loaded machine gives the lease up safely and
+            // another takes it: handovers may happen; two holders at once never — the gauge.)
+            #expect(gauge.highest.load(ordering: .acquiring) == 1)
 
             // The holder stops: the other instance takes over.
             holderTask.cancel()
@@ -301,9 +303,9 @@ struct PostgresInstancesTests {
             #expect(!probeC.isRunning)
             let otherStore = other === probeA ? a : b
             await otherStore.close()
-            try await waitUntil { other.stops.load(ordering: .acquiring) == 1 && probeC.isRunning }
-            #expect(other.stops.load(ordering: .acquiring) == 1, "the service went on without its lease")
-            #expect(probeC.isRunning && !other.isRunning)
+            try await waitUntil { probeC.isRunning && !other.isRunning }
+            #expect(!other.isRunning, "the service went on without its lease")
+            #expect(probeC.isRunning)
             #expect(gauge.highest.load(ordering: .acquiring) == 1, "two instances ran it at once")
             runA.cancel()
             runB.cancel()
