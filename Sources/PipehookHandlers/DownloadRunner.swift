@@ -118,7 +118,7 @@ public struct DownloadRunner: Sendable {
     private func transfer(
         _ step: DownloadStep, context: StepContext, url: URL, overall: Duration, progress: Progress, logger: Logger
     ) async throws -> StepOutcome {
-        let deadline = NIODeadline.now() + .milliseconds(Self.milliseconds(overall))
+        let deadline = NIODeadline.now() + .milliseconds(overall.milliseconds)
         var current = url
         var redirects = 0
         var response: HTTPClientResponse
@@ -292,11 +292,7 @@ public struct DownloadRunner: Sendable {
         return String(describing: error)
     }
 
-    static func milliseconds(_ duration: Duration) -> Int64 {
-        duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-    }
-
-    /// `mkdir -p` with mode 0755.
+    /// `mkdir -p` with mode 0750.
     static func makeDirectories(_ path: String) throws {
         var info = stat()
         if stat(path, &info) == 0 {

@@ -63,7 +63,7 @@ public struct ExclusiveService: Service {
 
     public func run() async throws {
         let duration = leaseDuration
-        let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
+        let milliseconds = duration.milliseconds
         var waitingLogged = false
         while !Task.isCancelled, !Task.isShuttingDownGracefully {
             let sent = ContinuousClock.now

@@ -182,6 +182,4 @@ public actor PipevideoAPI {
     }
 }
 
-extension Duration {
-    var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
-}
+

@@ -152,3 +152,8 @@ private final class Race<T: Sendable>: Sendable {
         continuation?.resume(returning: result)
     }
 }
+
+extension Duration {
+    /// Whole milliseconds (truncated): what stores and leases are counted in.
+    public var milliseconds: Int64 { components.seconds * 1000 + components.attoseconds / 1_000_000_000_000_000 }
+}

@@ -67,8 +67,7 @@ public final class LeaseKeeper: Sendable {
             }
             let sent = ContinuousClock.now
             do {
-                let milliseconds = duration.components.seconds * 1000 + duration.components.attoseconds / 1_000_000_000_000_000
-                if try await renew(milliseconds) {
+                if try await renew(duration.milliseconds) {
                     validUntil.withLock { $0 = max($0, sent + duration) }
                     failed = false
                 } else {
