@@ -448,7 +448,7 @@ extension PostgresStore: WebhookStore {
     ) async throws(StoreError) -> PruneReport {
         let rules = RetentionRules(now: nowMilliseconds, dedupWindowSeconds: dedupWindowSeconds, retentionSeconds: retentionSeconds, includingDead: includingDead)
         let dedupCutoff = rules.dedupCutoff, retentionCutoff = rules.retentionCutoff
-        let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let terminal = RetentionRules.terminalStatusesSQL
         let finishedJobs = rules.finishedJobStatesSQL
         let limit = RetentionRules.batchSize
         // Small transactions: each deletes at most `limit` rows of each kind, so ingest and claims

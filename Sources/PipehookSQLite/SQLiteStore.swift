@@ -265,7 +265,7 @@ public final class SQLiteStore: WebhookStore {
     ) async throws(StoreError) -> PruneReport {
         let rules = RetentionRules(now: nowMilliseconds, dedupWindowSeconds: dedupWindowSeconds, retentionSeconds: retentionSeconds, includingDead: includingDead)
         let dedupCutoff = rules.dedupCutoff, retentionCutoff = rules.retentionCutoff
-        let terminal = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+        let terminal = RetentionRules.terminalStatusesSQL
         let finishedJobs = rules.finishedJobStatesSQL
         let limit = RetentionRules.batchSize
         // Small transactions: each holds the write lock for at most `limit` rows of each kind, so

@@ -58,6 +58,10 @@ public struct RetentionRules: Sendable, Equatable {
         finishedJobStates = includingDead ? [.succeeded, .dead] : [.succeeded]
     }
 
+    /// Statuses whose generations retention may delete, as an SQL list (`'completed', 'failed', …`,
+    /// without parentheses).
+    public static let terminalStatusesSQL = GenerationStatus.terminal.map { "'\($0.rawValue)'" }.joined(separator: ", ")
+
     /// The job states as an SQL list, `('succeeded', 'dead')`.
     public var finishedJobStatesSQL: String { "(" + finishedJobStates.map { "'\($0.rawValue)'" }.joined(separator: ", ") + ")" }
 

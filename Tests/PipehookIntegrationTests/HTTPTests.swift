@@ -288,31 +288,11 @@ import Testing
     }
 }
 
-/// A raw TCP client that sends part of a request and measures how long until the server hangs up.
+/// Sends part of a request and measures how long until the server hangs up.
 enum StallingSocket {
-    struct Failure: Error {}
-
     static func sendPartialAndWaitForClose(port: Int, partial: String, limit: Int) throws -> Double {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw Failure() }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard connected == 0 else { throw Failure() }
-        var timeout = timeval(tv_sec: limit, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        _ = partial.withCString { send(fd, $0, strlen($0), 0) }
-        let start = Date()
-        var buffer = [UInt8](repeating: 0, count: 1024)
-        while true {
-            let received = recv(fd, &buffer, buffer.count, 0)
-            if received <= 0 { break }
-        }
-        return Date().timeIntervalSince(start)
+        let connection = try RawConnection(port: port)
+        connection.send(partial)
+        return connection.readUntilClosed(limit: limit).closedAfter
     }
 }
