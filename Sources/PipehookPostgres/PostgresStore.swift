@@ -87,8 +87,7 @@ public final class PostgresStore: Sendable {
         switch answer {
         case nil:
             return nil
-        case .success(let schema?):
-            _ = schema
+        case .success(.some):
             return nil
         case .success(nil):
             return StoreError(.unavailable, "PostgreSQL at \(location): the schema \(location.searchPath ?? "public") does not exist (create it, or fix search_path)")
