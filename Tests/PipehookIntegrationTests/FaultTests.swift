@@ -81,19 +81,8 @@ import Glibc
     @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
     func aFullDiskFailsReadinessAndRecovers() async throws {
         let disk = TempDir()
-        let mount = Process()
-        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
-        mount.arguments = ["-t", "tmpfs", "-o", "size=24m", "tmpfs", disk.path]
-        try mount.run()
-        mount.waitUntilExit()
-        try #require(mount.terminationStatus == 0, "mount -t tmpfs failed")
-        defer {
-            let umount = Process()
-            umount.executableURL = URL(fileURLWithPath: "/bin/umount")
-            umount.arguments = ["-l", disk.path]
-            try? umount.run()
-            umount.waitUntilExit()
-        }
+        try #require(Self.tool("/bin/mount", ["-t", "tmpfs", "-o", "size=24m", "tmpfs", disk.path]), "mount -t tmpfs failed")
+        defer { _ = Self.tool("/bin/umount", ["-l", disk.path]) }
         let daemon = try await Daemon(dataDir: disk.path + "/data")
         let before = try await HTTPTests.postConcurrently(port: daemon.port, Daemon.requests("before", count: 5))
         #expect(before.allSatisfy { $0.status == 200 })
@@ -122,6 +111,38 @@ import Glibc
         let status = try await pipehook(["generations", "--json", "--config", daemon.dir.path + "/pipehook.yaml"], directory: daemon.dir.path)
         let rows = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [[String: Any]] ?? []
         #expect(rows.count == 10, "\(status)")
+    }
+
+    /// Item 9, the read-only case: when the data folder's file system is read-only (as after
+    /// `errors=remount-ro`), `/readyz` fails; a mount back to writable brings it back. A mounted file
+    /// system cannot be remounted read-only while the daemon holds its files open for writing
+    /// (EBUSY), so a read-only tmpfs is mounted over the data folder instead: the daemon asks the
+    /// mount at that path (statvfs), which is exactly what it sees after a real remount.
+    @Test(.enabled(if: getuid() == 0, "mounting a tmpfs needs root"))
+    func aReadOnlyDataFolderFailsReadiness() async throws {
+        let daemon = try await Daemon()
+        let data = daemon.dir.path + "/data"
+        #expect(try await daemon.get("/readyz").status == 200)
+        try #require(Self.tool("/bin/mount", ["-t", "tmpfs", "-o", "ro,size=16m", "tmpfs", data]), "mount -o ro tmpfs failed")
+        var mounted = true
+        defer { if mounted { _ = Self.tool("/bin/umount", ["-l", data]) } }
+        let ready = try await daemon.get("/readyz")
+        #expect(ready.status == 503, "readiness must fail on a read-only file system")
+        #expect(ready.seconds < 2.5)
+        try #require(Self.tool("/bin/umount", [data]))
+        mounted = false
+        #expect(try await daemon.get("/readyz").status == 200)
+        daemon.server.kill(SIGTERM)
+    }
+
+    /// Runs a system tool (mount, umount); true when it exits 0.
+    static func tool(_ path: String, _ arguments: [String]) -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: path)
+        process.arguments = arguments
+        do { try process.run() } catch { return false }
+        process.waitUntilExit()
+        return process.terminationStatus == 0
     }
 
     /// Item 2: a signed event whose generation id holds a NUL is kept raw (202) and changes
