@@ -124,9 +124,12 @@ let package = Package(
             name: "PipehookReconcile",
             dependencies: [
                 "PipehookStore", "PipehookSettings", "PipehookFormats", "PipehookLifecycle", "PipehookHandlers", "PipehookMetrics",
+                "PipehookSignature",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
@@ -154,7 +157,7 @@ let package = Package(
         .executableTarget(
             name: "pipehook",
             dependencies: [
-                "PipehookDaemon", "PipehookStore", "PipehookSettings", "PipehookLifecycle",
+                "PipehookDaemon", "PipehookStore", "PipehookSettings", "PipehookLifecycle", "PipehookFormats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict

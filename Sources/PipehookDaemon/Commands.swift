@@ -197,17 +197,7 @@ public enum Commands {
         guard let api = settings.api else {
             throw CommandFailure("track needs the `api` section in the configuration (nothing would poll the generation)")
         }
-        let sources = settings.apiSources
-        let name: String
-        if let source {
-            guard sources.contains(source) else {
-                throw CommandFailure("source \(source) is not a configured pipevideo source (have: \(sources.joined(separator: ", ")))")
-            }
-            name = source
-        } else {
-            guard let first = sources.first else { throw CommandFailure("no source with format pipevideo is configured") }
-            name = first
-        }
+        let name = try apiSource(source, settings: settings)
         guard !generationID.isEmpty, generationID.utf8.count <= 256 else {
             throw CommandFailure("the generation id must be 1 to 256 bytes")
         }

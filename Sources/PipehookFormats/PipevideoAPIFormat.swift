@@ -23,6 +23,10 @@ public struct GenerationSnapshot: Sendable, Equatable {
 public enum PipevideoAPIFormat {
     /// The event type recorded for an event that came from polling rather than a webhook.
     public static let snapshotEventType = "response.snapshot"
+    /// The event type recorded for a generation created through pipehook (the create answer).
+    public static let createdEventType = "response.created"
+    /// The event type recorded for a cancel through pipehook that Pipevideo confirmed.
+    public static let cancelledEventType = "response.cancelled"
 
     /// `{id, status, output_video_url, output:[{type:"message", content:[{type:"output_video",
     /// video_url:{url}}]}], error:{message}|null, …}`.
@@ -54,6 +58,22 @@ public enum PipevideoAPIFormat {
             }
         }
         return nil
+    }
+
+    /// The answer to `DELETE /v1/responses/{id}`: `{"id": …, "cancelled": true}`; nil when the
+    /// body is not that shape.
+    public static func cancelled(_ body: [UInt8]) -> Bool? {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return nil }
+        return object["cancelled"] as? Bool
+    }
+
+    /// The human message of an error answer: `{"message": …}` (the seed's 400) or
+    /// `{"error": {"message": …}}`, clipped to 500 bytes; nil when there is none.
+    public static func errorMessage(_ body: [UInt8]) -> String? {
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any] else { return nil }
+        let message = (object["message"] as? String) ?? ((object["error"] as? [String: Any])?["message"] as? String)
+        guard let message, !message.isEmpty else { return nil }
+        return String(decoding: Array(message.utf8.prefix(500)), as: UTF8.self)
     }
 
     /// Seconds to wait from a 429 body `{"data":{"retry_after": seconds}}` (number or numeric

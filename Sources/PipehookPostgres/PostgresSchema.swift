@@ -166,6 +166,22 @@ enum PostgresSchema {
             )
             """,
         ]),
+        Migration(id: "v6-idempotency-keys", statements: [
+            // Creates through pipehook (SPEC §7): a key is recorded before the API is called, so a
+            // repeat never makes a second generation.
+            """
+            CREATE TABLE idempotency_keys (
+                key TEXT PRIMARY KEY,
+                state TEXT NOT NULL,
+                digest TEXT NOT NULL,
+                generation_id TEXT,
+                answer BYTEA,
+                created_at BIGINT NOT NULL,
+                updated_at BIGINT NOT NULL
+            )
+            """,
+            "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
+        ]),
     ]
 
     /// Applies what is missing in one transaction. The advisory lock is keyed by the schema, so

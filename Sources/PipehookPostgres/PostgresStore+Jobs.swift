@@ -17,14 +17,21 @@ extension PostgresStore: JobStore {
         owner: String, leaseMilliseconds: Int64, limit: Int, nextStepKind: @escaping NextStepKind
     ) async throws(StoreError) -> [ClaimedJob] {
         try await write("claim jobs") { db, logger in
+            // Due and expired jobs in two locking reads that each walk `jobs_state_run_at` in order
+            // and stop at `limit`: one read with OR fetched and sorted every due job on each claim.
             let rows = try await db.query("""
-                WITH now AS (SELECT \(unescaped: Self.serverNow) AS ms)
+                WITH now AS (SELECT \(unescaped: Self.serverNow) AS ms),
+                due AS (
+                    SELECT jobs.* FROM jobs, now WHERE state = 'pending' AND run_at <= now.ms
+                    ORDER BY run_at LIMIT \(limit) FOR UPDATE OF jobs SKIP LOCKED),
+                expired AS (
+                    SELECT jobs.* FROM jobs, now WHERE state = 'running' AND lease_until < now.ms
+                    ORDER BY run_at LIMIT \(limit) FOR UPDATE OF jobs SKIP LOCKED),
+                picked AS (SELECT * FROM due UNION ALL SELECT * FROM expired)
                 SELECT \(unescaped: Self.jobColumns(table: "jobs")),
                     (SELECT definition FROM route_versions r WHERE r.version = jobs.route_version) AS definition, now.ms AS now
-                FROM jobs, now
-                WHERE (state = 'pending' AND run_at <= now.ms) OR (state = 'running' AND lease_until < now.ms)
+                FROM picked AS jobs, now
                 ORDER BY run_at LIMIT \(limit)
-                FOR UPDATE OF jobs SKIP LOCKED
                 """, logger: logger).collect()
             guard !rows.isEmpty else { return [] }
             var now: Int64 = 0

@@ -509,7 +509,12 @@ extension PostgresStore: WebhookStore {
                         SELECT seq FROM unrecognized WHERE received_at < \(retentionCutoff) LIMIT \(limit)) RETURNING 1)
                     SELECT count(*) FROM gone
                     """)
-                return (report, [report.deliveries, report.jobs, report.generations, polls, report.unrecognized].contains(limit))
+                let keys = try await count("""
+                    WITH gone AS (DELETE FROM idempotency_keys WHERE key IN (
+                        SELECT key FROM idempotency_keys WHERE created_at < \(retentionCutoff) LIMIT \(limit)) RETURNING 1)
+                    SELECT count(*) FROM gone
+                    """)
+                return (report, [report.deliveries, report.jobs, report.generations, polls, report.unrecognized, keys].contains(limit))
             }
             total.add(report)
             if !more { return total }

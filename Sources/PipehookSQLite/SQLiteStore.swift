@@ -319,7 +319,11 @@ public final class SQLiteStore: WebhookStore {
                         DELETE FROM unrecognized WHERE seq IN (SELECT seq FROM unrecognized WHERE received_at < ? LIMIT ?)
                         """, arguments: [retentionCutoff, limit])
                     report.unrecognized = db.changesCount
-                    let full = [report.deliveries, report.jobs, report.generations, polls, report.unrecognized].contains(limit)
+                    try db.execute(sql: """
+                        DELETE FROM idempotency_keys WHERE key IN (SELECT key FROM idempotency_keys WHERE created_at < ? LIMIT ?)
+                        """, arguments: [retentionCutoff, limit])
+                    let keys = db.changesCount
+                    let full = [report.deliveries, report.jobs, report.generations, polls, report.unrecognized, keys].contains(limit)
                     return (report, full)
                 }
             } catch {

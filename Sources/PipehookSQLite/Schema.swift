@@ -148,6 +148,22 @@ enum Schema {
                 ) WITHOUT ROWID;
                 """)
         }
+        migrator.registerMigration("v5-idempotency-keys") { db in
+            try db.execute(sql: """
+                -- Creates through pipehook (SPEC §7): a key is recorded before the API is called,
+                -- so a repeat never makes a second generation.
+                CREATE TABLE idempotency_keys (
+                    key TEXT PRIMARY KEY,
+                    state TEXT NOT NULL,
+                    digest TEXT NOT NULL,
+                    generation_id TEXT,
+                    answer BLOB,
+                    created_at INTEGER NOT NULL,
+                    updated_at INTEGER NOT NULL
+                ) WITHOUT ROWID;
+                CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+                """)
+        }
         return migrator
     }
 }

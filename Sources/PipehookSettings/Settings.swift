@@ -79,12 +79,26 @@ public struct API: Sendable, Equatable {
     public var key: String
     public var requestsPerMinute: Int
     public var pollAfterSeconds: Int64
+    /// What `pipehook submit` puts in a create body when its options do not say (`api.defaults`).
+    public var defaults: CreateDefaults
 
-    public init(baseURL: String, key: String, requestsPerMinute: Int, pollAfterSeconds: Int64) {
+    public init(baseURL: String, key: String, requestsPerMinute: Int, pollAfterSeconds: Int64, defaults: CreateDefaults = CreateDefaults()) {
         self.baseURL = baseURL
         self.key = key
         self.requestsPerMinute = requestsPerMinute
         self.pollAfterSeconds = pollAfterSeconds
+        self.defaults = defaults
+    }
+}
+
+/// `api.defaults`: the create body's model and engine when a submit does not name them.
+public struct CreateDefaults: Sendable, Equatable {
+    /// No built-in model: the API's model names are the account's business.
+    public var model: String?
+    public var engine: String?
+    public init(model: String? = nil, engine: String? = nil) {
+        self.model = model
+        self.engine = engine
     }
 }
 

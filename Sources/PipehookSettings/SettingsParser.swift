@@ -401,7 +401,7 @@ struct Reader {
     }
 
     mutating func apiSettings(_ node: Node, _ path: String) -> API? {
-        guard let entries = mapping(node, path, allowed: ["base_url", "key", "requests_per_minute", "poll_after"]) else { return nil }
+        guard let entries = mapping(node, path, allowed: ["base_url", "key", "requests_per_minute", "poll_after", "defaults"]) else { return nil }
         let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
         let baseURL = values["base_url"].flatMap { nonEmptyString($0, Self.join(path, "base_url")) } ?? "https://api.pipevideo.co"
         if !(baseURL.hasPrefix("https://") || baseURL.hasPrefix("http://")) {
@@ -411,8 +411,28 @@ struct Reader {
         if values["key"] == nil { problem(Self.join(path, "key"), "is required (a pv_… API key)") }
         let rpm = values["requests_per_minute"].map { int($0, Self.join(path, "requests_per_minute"), range: 1...100_000) } ?? 100
         let pollAfter = values["poll_after"].map { seconds($0, Self.join(path, "poll_after"), minimum: 1) } ?? 600
-        guard let key, let rpm, let pollAfter else { return nil }
-        return API(baseURL: baseURL, key: key, requestsPerMinute: rpm, pollAfterSeconds: pollAfter)
+        let defaults = values["defaults"].map { createDefaults($0, Self.join(path, "defaults")) } ?? CreateDefaults()
+        guard let key, let rpm, let pollAfter, let defaults else { return nil }
+        return API(baseURL: baseURL, key: key, requestsPerMinute: rpm, pollAfterSeconds: pollAfter, defaults: defaults)
+    }
+
+    mutating func createDefaults(_ node: Node, _ path: String) -> CreateDefaults? {
+        guard let entries = mapping(node, path, allowed: ["model", "engine"]) else { return nil }
+        let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
+        var defaults = CreateDefaults()
+        if let node = values["model"] {
+            guard let model = nonEmptyString(node, Self.join(path, "model")) else { return nil }
+            defaults.model = model
+        }
+        if let node = values["engine"] {
+            guard let engine = nonEmptyString(node, Self.join(path, "engine")) else { return nil }
+            guard CreateRequest.engines.contains(engine) else {
+                problem(Self.join(path, "engine"), "must be one of \(CreateRequest.engines.joined(separator: ", ")), not \(engine)")
+                return nil
+            }
+            defaults.engine = engine
+        }
+        return defaults
     }
 
     mutating func retryPolicy(_ node: Node, _ path: String, base: RetryPolicy) -> RetryPolicy? {

@@ -370,7 +370,7 @@ extension JobStore {
 }
 
 /// Everything the daemon and the CLI need from a store.
-public typealias Storage = WebhookStore & JobStore & PollStore
+public typealias Storage = WebhookStore & JobStore & PollStore & CreationStore
 
 /// The job rules every store applies the same way: what a claim, a stale lease and a retry
 /// request mean, with the words the user sees. Stores persist; this decides.

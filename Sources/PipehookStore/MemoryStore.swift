@@ -50,6 +50,7 @@ public final class MemoryStore: Storage {
         var routeVersions: [String: RoutePin] = [:]
         var jobs: [String: JobRow] = [:]
         var attempts: [Int64: AttemptRecord] = [:]
+        var idempotency: [String: IdempotencyRecord] = [:]
         var lastSeq: Int64 = 0
         var lastAttemptID: Int64 = 0
 
@@ -222,6 +223,7 @@ public final class MemoryStore: Storage {
             state.unrecognized.removeAll { rules.unrecognizedExpired(receivedAt: $0.delivery.receivedAt) }
             state.unrecognizedKeys = Set(state.unrecognized.map { MessageKey(source: $0.delivery.source, id: $0.delivery.deliveryID) })
             report.unrecognized = unrecognized - state.unrecognized.count
+            state.idempotency = state.idempotency.filter { !rules.idempotencyKeyExpired(createdAt: $0.value.createdAt) }
             return report
         }
     }
@@ -467,5 +469,38 @@ public final class MemoryStore: Storage {
             state.polls.values.map(\.poll).filter { $0.generationID.utf8.elementsEqual(generationID.utf8) }
                 .sorted { $0.source.utf8.lexicographicallyPrecedes($1.source.utf8) }
         }
+    }
+}
+
+// MARK: CreationStore
+
+extension MemoryStore {
+    public func claimIdempotencyKey(_ key: String, digest: String, at: Int64) async throws(StoreError) -> IdempotencyClaim {
+        try IdempotencyRules.validate(key: key)
+        return state.withLock { state in
+            if let claim = IdempotencyRules.claim(existing: state.idempotency[key], digest: digest) { return claim }
+            state.idempotency[key] = IdempotencyRecord(key: key, state: .pending, digest: digest, generationID: nil, answer: nil, createdAt: at)
+            return .fresh
+        }
+    }
+
+    public func completeIdempotencyKey(_ key: String, generationID: String, answer: [UInt8], at: Int64) async throws(StoreError) {
+        try state.withLock { state throws(StoreError) in
+            guard var record = state.idempotency[key] else { throw StoreError(.notFound, "no idempotency key \(key)") }
+            record.state = .created
+            record.generationID = generationID
+            record.answer = answer
+            state.idempotency[key] = record
+        }
+    }
+
+    public func releaseIdempotencyKey(_ key: String) async throws(StoreError) {
+        state.withLock { state in
+            if state.idempotency[key]?.state == .pending { state.idempotency[key] = nil }
+        }
+    }
+
+    public func idempotencyKey(_ key: String) async throws(StoreError) -> IdempotencyRecord? {
+        state.withLock { $0.idempotency[key] }
     }
 }

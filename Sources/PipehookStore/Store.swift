@@ -1,10 +1,12 @@
 import PipehookFormats
 import PipehookLifecycle
 
-/// Where an event came from: a signed webhook, or a snapshot polled from the provider's API.
+/// Where an event came from: a signed webhook, a snapshot polled from the provider's API, or
+/// pipehook's own call to that API (a create answered `queued`, a cancel answered `cancelled`).
 public enum EventOrigin: String, Sendable, Codable, CaseIterable {
     case webhook
     case poll
+    case api
 }
 
 /// A verified request on its way into the store. Nothing unverified is ever built into one.

@@ -80,4 +80,7 @@ public struct RetentionRules: Sendable, Equatable {
     public func unknownPollExpired(state: PollRecord.State, updatedAt: Int64) -> Bool { state == .stopped && updatedAt < retentionCutoff }
 
     public func unrecognizedExpired(receivedAt: Int64) -> Bool { receivedAt < retentionCutoff }
+
+    /// An idempotency key older than retention: a repeat of that create is no longer recognised.
+    public func idempotencyKeyExpired(createdAt: Int64) -> Bool { createdAt < retentionCutoff }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import PipehookDaemon
+import PipehookFormats
 import PipehookLifecycle
 import PipehookSettings
 import PipehookStore
@@ -14,7 +15,7 @@ struct Pipehook: AsyncParsableCommand {
         abstract: "Receive, verify, deduplicate and record Pipevideo generation webhooks.",
         subcommands: [
             Serve.self, CheckConfig.self, Status.self, Generations.self, Jobs.self, Retry.self, Replay.self, Reprocess.self,
-            Send.self, Track.self, Prune.self,
+            Send.self, Track.self, Submit.self, Cancel.self, Wait.self, Prune.self,
         ]
     )
 
@@ -240,3 +241,101 @@ struct Track: AsyncParsableCommand {
         write(try await Commands.track(generationID: generationID, source: source, settings: settings, store: store, json: json))
     }
 }
+
+struct Submit: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create a generation through the Pipevideo API, record it as queued and print its id; the daemon follows it to the end."
+    )
+    @OptionGroup var options: ConfigOption
+    @Option(help: "The prompt (the create body's input).") var prompt: String?
+    @Option(name: .customLong("input-file"), help: "A full JSON create body (for message-item input), or - for stdin.") var inputFile: String?
+    @Option(help: "Model (default: api.defaults.model).") var model: String?
+    @Option(help: "Instructions.") var instructions: String?
+    @Option(help: "Engine: hyperframes, lottie or auto (default: api.defaults.engine).") var engine: String?
+    @Option(help: "Width in pixels.") var width: Int?
+    @Option(help: "Height in pixels.") var height: Int?
+    @Option(name: .customLong("aspect-ratio"), help: "Aspect ratio, e.g. 16:9.") var aspectRatio: String?
+    @Flag(name: .customLong("expand-prompt"), help: "Let Pipevideo expand the prompt.") var expandPrompt = false
+    @Option(name: .customLong("provider-order"), help: "Providers in order, comma-separated.") var providerOrder: String?
+    @Option(name: .customLong("idempotency-key"), help: "Create at most once for this key, however often the command is repeated.")
+    var idempotencyKey: String?
+    @Option(help: "The pipevideo source to record it under (default: the first).") var source: String?
+    @Flag(help: "Then wait for the end, as `pipehook wait` (and exit as it does).") var wait = false
+    @Option(help: "With --wait: how long at most, e.g. 10m.") var timeout: String = "10m"
+    @Flag(help: "Print Pipevideo's create answer (with --wait: the final document).") var json = false
+
+    func validate() throws {
+        guard (prompt == nil) != (inputFile == nil) else { throw ValidationError("give either --prompt or --input-file") }
+        if inputFile != nil, model != nil || instructions != nil || engine != nil || width != nil || height != nil
+            || aspectRatio != nil || expandPrompt || providerOrder != nil {
+            throw ValidationError("--input-file is a full create body: the other create options cannot be combined with it")
+        }
+        _ = try Wait.parseTimeout(timeout)
+    }
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let input: Commands.SubmitInput
+        if let inputFile {
+            let data = inputFile == "-" ? FileHandle.standardInput.readDataToEndOfFile() : FileManager.default.contents(atPath: inputFile)
+            guard let data else { throw CommandFailure("cannot read \(inputFile)") }
+            input = .body(Array(data))
+        } else {
+            input = .options(CreateRequest(
+                prompt: prompt ?? "", model: model, instructions: instructions, engine: engine, expandPrompt: expandPrompt ? true : nil,
+                width: width, height: height, aspectRatio: aspectRatio,
+                providerOrder: providerOrder.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+            ))
+        }
+        let store = try await Daemon.openStore(settings)
+        let created = try await Commands.submit(input, idempotencyKey: idempotencyKey, source: source, settings: settings, store: store, json: json && !wait)
+        guard wait else { return write(created.output) }
+        let result = try await Commands.wait(generationID: created.generationID, source: source, timeout: try Wait.parseTimeout(timeout), store: store, json: json)
+        write(result.output)
+        if result.exit != .completed { throw ExitCode(result.exit.rawValue) }
+    }
+}
+
+struct Cancel: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Cancel a generation through the Pipevideo API; it becomes cancelled and its cancelled routes run.")
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The generation id.") var generationID: String
+    @Option(help: "The pipevideo source it belongs to (default: the first).") var source: String?
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try await Daemon.openStore(settings)
+        write(try await Commands.cancel(generationID: generationID, source: source, settings: settings, store: store, json: json))
+    }
+}
+
+struct Wait: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Wait until a generation has ended and its routes have run; print its final state.",
+        discussion: "Exit 0 completed, 3 failed/cancelled/incomplete, 4 timed out, 1 error, 2 usage."
+    )
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The generation id.") var generationID: String
+    @Option(help: "The source (default: any).") var source: String?
+    @Option(help: "How long at most, e.g. 90s, 10m, 1h.") var timeout: String = "10m"
+    @Flag(help: "Print the final status document as JSON.") var json = false
+
+    static func parseTimeout(_ text: String) throws -> Duration {
+        guard let milliseconds = Units.milliseconds(text), milliseconds > 0 else {
+            throw ValidationError("--timeout must be a duration such as 90s, 10m or 1h, not \(text)")
+        }
+        return .milliseconds(milliseconds)
+    }
+
+    func validate() throws { _ = try Self.parseTimeout(timeout) }
+
+    func run() async throws {
+        let settings = try options.load().settings
+        let store = try await Daemon.openStore(settings, readOnly: true)
+        let result = try await Commands.wait(generationID: generationID, source: source, timeout: try Self.parseTimeout(timeout), store: store, json: json)
+        write(result.output)
+        if result.exit != .completed { throw ExitCode(result.exit.rawValue) }
+    }
+}
+

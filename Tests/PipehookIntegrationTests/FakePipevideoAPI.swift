@@ -16,6 +16,17 @@ final class FakePipevideoAPI: Sendable {
         case serverError
     }
 
+    /// How the fake answers the next `POST /v1/responses` (after the default: created, queued).
+    enum CreateAnswer: Sendable {
+        case created
+        case badRequest(String)
+        case rateLimited(retryAfter: Double)
+        case serverError
+        /// Creates the generation, then answers only after 8 s (a call cut short before: its outcome
+        /// is unknown to the caller).
+        case createThenHang
+    }
+
     struct Request: Sendable {
         var id: String
         /// Unix ms when it arrived.
@@ -30,7 +41,42 @@ final class FakePipevideoAPI: Sendable {
         var key: String
         var hook: (@Sendable (String) async -> Void)?
 
+        var createScript: [CreateAnswer] = []
+        /// Bodies of every create that made a generation, by generation id.
+        var created: [(id: String, body: [UInt8])] = []
+        var cancelled: [String] = []
+        var methods: [String] = []
+
         init(key: String) { self.key = key }
+
+        func create(_ body: [UInt8], authorization: String?) -> (CreateAnswer, String?) {
+            methods.append("POST /v1/responses")
+            guard authorization == "Bearer \(key)" else { return (.badRequest("unauthorized"), nil) }
+            let answer = createScript.isEmpty ? .created : createScript.removeFirst()
+            switch answer {
+            case .created, .createThenHang:
+                let id = "gen_fake\(created.count + 1)"
+                created.append((id, body))
+                if scripts[id] == nil { scripts[id] = [.status("queued")] }
+                return (answer, id)
+            default: return (answer, nil)
+            }
+        }
+
+        func cancel(_ id: String, authorization: String?) -> Answer? {
+            methods.append("DELETE /v1/responses/\(id)")
+            guard authorization == "Bearer \(key)" else { return .unauthorized }
+            guard let current = scripts[id]?.first else { return .notFound }
+            if case .status(let status, _, _, _) = current, ["completed", "failed", "cancelled", "incomplete"].contains(status) {
+                return current  // not cancellable: answered `cancelled: false`
+            }
+            cancelled.append(id)
+            scripts[id] = [.status("cancelled")]
+            return nil
+        }
+
+        func scriptCreates(_ answers: [CreateAnswer]) { createScript = answers }
+        func isAuthorized(_ authorization: String?) -> Bool { authorization == "Bearer \(key)" }
 
         func next(_ id: String, authorization: String?) -> Answer {
             requests.append(Request(id: id, at: Int64(Date().timeIntervalSince1970 * 1000), authorization: authorization))
@@ -60,6 +106,11 @@ final class FakePipevideoAPI: Sendable {
     /// Runs before each scripted answer is sent (to make something happen while a poll is in flight).
     func beforeAnswering(_ hook: @escaping @Sendable (String) async -> Void) async { await state.setHook(hook) }
     var requests: [Request] { get async { await state.requests } }
+    func scriptCreates(_ answers: [CreateAnswer]) async { await state.scriptCreates(answers) }
+    var created: [(id: String, body: [UInt8])] { get async { await state.created } }
+    var cancelled: [String] { get async { await state.cancelled } }
+    /// Every create and cancel request, in order ("POST /v1/responses", "DELETE /v1/responses/ID").
+    var calls: [String] { get async { await state.methods } }
     func requests(for id: String) async -> [Request] { await state.requests.filter { $0.id == id } }
 
     /// Runs the fake on a free local port for the duration of `body`.
@@ -70,6 +121,34 @@ final class FakePipevideoAPI: Sendable {
             let id = context.parameters.get("id") ?? ""
             if let hook = await state.hook { await hook(id) }
             return Self.response(for: await state.next(id, authorization: request.headers[.authorization]), id: id)
+        }
+        router.post("/v1/responses") { request, _ -> Response in
+            let body = Array(buffer: try await request.body.collect(upTo: 1 << 20))
+            let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
+            guard await state.isAuthorized(request.headers[.authorization]) else { return Self.response(for: .unauthorized, id: "") }
+            guard let object, object["model"] is String, object["input"] != nil else {
+                return Self.json(.badRequest, #"{"message":"model and input are required"}"#)
+            }
+            let (answer, id) = await state.create(body, authorization: request.headers[.authorization])
+            switch answer {
+            case .created: return Self.response(for: .status("queued"), id: id ?? "")
+            case .createThenHang:
+                // Longer than the test takes to kill the caller; short, because the fake's shutdown
+                // waits for this handler.
+                try await Task.sleep(for: .seconds(8))
+                return Self.response(for: .status("queued"), id: id ?? "")
+            case .badRequest(let message): return Self.json(.badRequest, #"{"message":"\#(message)"}"#)
+            case .rateLimited(let seconds): return Self.response(for: .rateLimited(retryAfter: seconds), id: "")
+            case .serverError: return Self.response(for: .serverError, id: "")
+            }
+        }
+        router.delete("/v1/responses/:id") { request, context -> Response in
+            let id = context.parameters.get("id") ?? ""
+            switch await state.cancel(id, authorization: request.headers[.authorization]) {
+            case nil: return Self.json(.ok, #"{"id":"\#(id)","cancelled":true}"#)
+            case .status?: return Self.json(.ok, #"{"id":"\#(id)","cancelled":false}"#)
+            case let other?: return Self.response(for: other, id: id)
+            }
         }
         router.get("/videos/:name") { request, _ in
             let token = request.uri.queryParameters.get("token") ?? ""
@@ -92,10 +171,11 @@ final class FakePipevideoAPI: Sendable {
         var value: T?
     }
 
+    static func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+    }
+
     static func response(for answer: Answer, id: String) -> Response {
-        func json(_ status: HTTPResponse.Status, _ text: String) -> Response {
-            Response(status: status, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
-        }
         switch answer {
         case .status(let status, let url, let error, let inContent):
             let quotedURL = url.map { "\"\($0)\"" } ?? "null"

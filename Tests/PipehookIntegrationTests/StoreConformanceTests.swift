@@ -645,3 +645,50 @@ extension StoreConformanceTests {
         }
     }
 }
+
+extension StoreConformanceTests {
+    /// Idempotent creation (SPEC §7): a key is recorded before the call; a repeat gets the first
+    /// answer, or `outcomeUnknown` while the first call's outcome was never learnt (also after a
+    /// restart); a different body under the same key is refused; a released key can be used again;
+    /// concurrent claims of one key: exactly one is fresh; retention ends old keys.
+    @Test(arguments: StoreKind.available)
+    func idempotencyKeysMakeACreateHappenOnce(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let now = harness.now()
+            #expect(try await store.claimIdempotencyKey("k1", digest: "d1", at: now) == .fresh)
+            #expect(try await store.claimIdempotencyKey("k1", digest: "d1", at: now + 1) == .outcomeUnknown(since: now))
+            #expect(try await store.claimIdempotencyKey("k1", digest: "other", at: now + 1) == .mismatch)
+            try await store.completeIdempotencyKey("k1", generationID: "gen_1", answer: Array(#"{"id":"gen_1"}"#.utf8), at: now + 2)
+            #expect(try await store.claimIdempotencyKey("k1", digest: "d1", at: now + 3) == .created(generationID: "gen_1", answer: Array(#"{"id":"gen_1"}"#.utf8)))
+            // Released only while pending: a created key stays.
+            try await store.releaseIdempotencyKey("k1")
+            #expect(try await store.idempotencyKey("k1")?.state == .created)
+
+            #expect(try await store.claimIdempotencyKey("k2", digest: "d2", at: now) == .fresh)
+            try await store.releaseIdempotencyKey("k2")
+            #expect(try await store.idempotencyKey("k2") == nil)
+            #expect(try await store.claimIdempotencyKey("k2", digest: "d2", at: now) == .fresh, "a refused create's key can be used again")
+
+            await #expect(throws: StoreError.self) { try await store.claimIdempotencyKey("bad\u{0}key", digest: "d", at: now) }
+            await #expect(throws: StoreError.self) { try await store.completeIdempotencyKey("never", generationID: "g", answer: [], at: now) }
+
+            // Many claims of one key at once: exactly one call may go out.
+            let claims = try await withThrowingTaskGroup(of: IdempotencyClaim.self) { group in
+                for i in 0..<20 { group.addTask { try await store.claimIdempotencyKey("k3", digest: "d3", at: now + Int64(i)) } }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(claims.filter { $0 == .fresh }.count == 1, "\(claims)")
+            #expect(claims.allSatisfy { if case .outcomeUnknown = $0 { true } else { $0 == .fresh } })
+            await harness.close(store)
+
+            // A restart (a crash mid-call): still unknown, never a second create.
+            let reopened = try await harness.open()
+            #expect(try await reopened.claimIdempotencyKey("k2", digest: "d2", at: now + 10) == .outcomeUnknown(since: now))
+            #expect(try await reopened.idempotencyKey("k1")?.generationID == "gen_1")
+            _ = try await reopened.prune(nowMilliseconds: now + 31 * 86_400_000, dedupWindowSeconds: 7 * 86_400, retentionSeconds: 30 * 86_400, includingDead: false)
+            let k1 = try await reopened.idempotencyKey("k1"), k3 = try await reopened.idempotencyKey("k3")
+            #expect(k1 == nil && k3 == nil)
+        }
+    }
+}

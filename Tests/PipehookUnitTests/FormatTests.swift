@@ -206,3 +206,50 @@ import Testing
         #expect(clipped == String(repeating: "é", count: 64) + LogText.clippedMarker)
     }
 }
+
+/// The create bodies `pipehook submit` sends (issue 11).
+@Suite struct CreateRequestTests {
+    static func object(_ bytes: [UInt8]) -> [String: Any] {
+        (try? JSONSerialization.jsonObject(with: Data(bytes))) as? [String: Any] ?? [:]
+    }
+
+    @Test func optionsBecomeTheDocumentedFieldsWithDefaultsFilledIn() throws {
+        let request = CreateRequest(
+            prompt: "a fox", instructions: "calm", expandPrompt: true, width: 1920, height: 1080, aspectRatio: "16:9",
+            providerOrder: ["a", "b"]
+        )
+        let body = Self.object(try request.body(defaultModel: "pv-1", defaultEngine: "auto"))
+        #expect(body["input"] as? String == "a fox" && body["model"] as? String == "pv-1" && body["engine"] as? String == "auto")
+        #expect(body["instructions"] as? String == "calm" && body["expand_prompt"] as? Bool == true)
+        #expect(body["width"] as? Int == 1920 && body["height"] as? Int == 1080 && body["aspectRatio"] as? String == "16:9")
+        #expect((body["provider"] as? [String: Any])?["order"] as? [String] == ["a", "b"])
+        // The options win over the defaults; nothing unset appears.
+        let own = Self.object(try CreateRequest(prompt: "x", model: "m", engine: "lottie").body(defaultModel: "pv-1", defaultEngine: "auto"))
+        #expect(own["model"] as? String == "m" && own["engine"] as? String == "lottie" && own.count == 3)
+    }
+
+    @Test(arguments: [
+        (CreateRequest(prompt: ""), "the prompt is empty"),
+        (CreateRequest(prompt: "x", model: nil), "no model"),
+        (CreateRequest(prompt: "x", model: "m", engine: "blender"), "engine must be one of"),
+        (CreateRequest(prompt: "x", model: "m", width: 0), "width must be"),
+        (CreateRequest(prompt: "x", model: "m", height: 20_000), "height must be"),
+        (CreateRequest(prompt: "x", model: "m", providerOrder: ["a", ""]), "provider order"),
+    ])
+    func badOptionsAreRefusedBeforeAnyCall(request: CreateRequest, reason: String) {
+        #expect(throws: FormatError.self) { try request.body(defaultModel: nil, defaultEngine: nil) }
+        do { _ = try request.body(defaultModel: nil, defaultEngine: nil) } catch { #expect(error.reason.contains(reason), "\(error.reason)") }
+    }
+
+    @Test func aFullBodyIsCompletedOrForwardedByteForByte() throws {
+        let full = Array(#"{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"x"}]}]}"#.utf8)
+        #expect(try CreateRequest.complete(full, defaultModel: "pv-1", defaultEngine: nil) == full)
+        let bare = Array(#"{"input":"x"}"#.utf8)
+        let completed = Self.object(try CreateRequest.complete(bare, defaultModel: "pv-1", defaultEngine: "lottie"))
+        #expect(completed["model"] as? String == "pv-1" && completed["engine"] as? String == "lottie")
+        for bad in [#"[1]"#, #"{"model":"m"}"#, #"{"input":3}"#, "not json"] {
+            #expect(throws: FormatError.self) { try CreateRequest.complete(Array(bad.utf8), defaultModel: "pv-1", defaultEngine: nil) }
+        }
+        #expect(throws: FormatError.self) { try CreateRequest.complete(bare, defaultModel: nil, defaultEngine: nil) }
+    }
+}

@@ -356,3 +356,17 @@ import Testing
         #expect(set.maxConnections == 64 && set.storeTimeoutMilliseconds == 2_000)
     }
 }
+
+extension SettingsTests {
+    /// `api.defaults` (issue 11): model and engine for `pipehook submit`; a bad engine names its key path.
+    @Test func apiDefaultsAreParsedAndCheckedWithTheirKeyPath() throws {
+        let base = Self.specExample.replacingOccurrences(of: "  poll_after: 10m\n", with: "  poll_after: 10m\n  defaults: {model: pv-1, engine: lottie}\n")
+        let settings = try SettingsParser.parse(yaml: base, environment: Self.environment)
+        #expect(settings.api?.defaults == CreateDefaults(model: "pv-1", engine: "lottie"))
+        #expect(try SettingsParser.parse(yaml: Self.specExample, environment: Self.environment).api?.defaults == CreateDefaults())
+        let bad = base.replacingOccurrences(of: "engine: lottie", with: "engine: blender")
+        #expect(problems(bad).map(\.path) == ["api.defaults.engine"])
+        let unknown = base.replacingOccurrences(of: "engine: lottie", with: "engin: lottie")
+        #expect(problems(unknown).map(\.path) == ["api.defaults.engin"])
+    }
+}
