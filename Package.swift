@@ -89,6 +89,7 @@ let package = Package(
             name: "PipehookHTTP",
             dependencies: [
                 "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookStore", "PipehookMetrics",
+                "PipehookReconcile", "PipehookSettings",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),

@@ -119,6 +119,7 @@ public enum Daemon {
         metrics: Telemetry? = nil, intakeConfiguration box: IntakeConfigurationBox? = nil, server: HTTPServerBuilder? = nil,
         onJobsCreated: @escaping @Sendable () -> Void = {},
         track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)? = nil,
+        api: PipevideoAPI? = nil,
         onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }
     ) -> some ApplicationProtocol {
         let intake = WebhookIntake(
@@ -136,8 +137,19 @@ public enum Daemon {
                 try await Commands.statusDocument(generationID: id, store: store).map { Array($0.utf8) }
             }
         )
+        // The gateway (SPEC §7): with `api`, for `admin_token` and `gateway.tokens`.
+        var gateway: GatewayEndpoints?
+        if let api, let source = settings.apiSources.first {
+            // The routes in force now (a reload replaces them in the intake's box).
+            let box = intake.configuration
+            gateway = GatewayEndpoints(
+                auth: GatewayAuth(adminToken: settings.adminToken, gatewayTokens: settings.gatewayTokens),
+                control: GenerationControl(store: store, api: api, source: source, routes: { box.current.routesByStatus[$0] ?? [] }, logger: logger),
+                defaultModel: settings.api?.defaults.model, defaultEngine: settings.api?.defaults.engine, onJobsCreated: onJobsCreated
+            )
+        }
         return Application(
-            router: HTTPRoutes.router(intake: intake, metricsText: metricsText, admin: admin),
+            router: HTTPRoutes.router(intake: intake, metricsText: metricsText, admin: admin, gateway: gateway),
             server: server ?? HTTPRoutes.server(limits: settings.connectionLimits),
             configuration: ApplicationConfiguration(
                 address: .hostname(settings.listen.host, port: settings.listen.port),
@@ -254,6 +266,7 @@ public enum Daemon {
             ]).map { Essential(service: $0) },
             logger: logger,
             metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() }, track: track,
+            api: api,
             onServerRunning: { port in
                 logger.notice("listening", metadata: [
                     "host": .string(settings.listen.host), "port": .stringConvertible(port),

@@ -7,11 +7,16 @@ import PipehookStore
 public enum HTTPRoutes {
     /// - Parameter metricsText: the Prometheus exposition, when metrics are exported.
     /// - Parameter admin: `/api/*` and the status page; each answers 404 unless `admin_token` is set.
+    /// - Parameter gateway: `/v1/responses`, when `api` is configured and a token may use it.
     public static func router(
-        intake: WebhookIntake, metricsText: (@Sendable () -> [UInt8])? = nil, admin: AdminEndpoints? = nil
+        intake: WebhookIntake, metricsText: (@Sendable () -> [UInt8])? = nil, admin: AdminEndpoints? = nil,
+        gateway: GatewayEndpoints? = nil
     ) -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
         router.add(middleware: JSONNotFoundMiddleware())
+        if let gateway, gateway.auth.isEnabled {
+            GatewayRoutes.register(on: router, gateway)
+        }
         if let admin, admin.auth.isEnabled {
             AdminRoutes.register(on: router, admin)
             StatusPage.register(on: router, admin)

@@ -27,6 +27,9 @@ public struct Settings: Sendable {
     public var maxConnections = 2048
     /// The longest a request waits for the store (queued behind others or for a lock): then 503.
     public var storeTimeoutMilliseconds: Int64 = 5_000
+    /// `gateway.tokens`: Bearer tokens of applications allowed to use the Responses-compatible
+    /// gateway (`/v1/responses`) besides `admin_token`. Secrets: never described or logged.
+    public var gatewayTokens: [String] = []
     public var routes: [Route]
 
     public func source(named name: String) -> Source? {
@@ -273,7 +276,7 @@ extension API: CustomStringConvertible, CustomDebugStringConvertible, CustomRefl
 
 extension Settings: CustomStringConvertible, CustomDebugStringConvertible, CustomReflectable {
     public var description: String {
-        "Settings(listen: \(listen), store: \(store), sources: \(sources.map(\.name)), routes: \(routes.map(\.name)), api: \(api.map { "\($0)" } ?? "none"), admin_token: \(adminToken == nil ? "none" : "<redacted>"))"
+        "Settings(listen: \(listen), store: \(store), sources: \(sources.map(\.name)), routes: \(routes.map(\.name)), api: \(api.map { "\($0)" } ?? "none"), admin_token: \(adminToken == nil ? "none" : "<redacted>"), gateway_tokens: \(gatewayTokens.count))"
     }
     public var debugDescription: String { description }
     public var customMirror: Mirror {

@@ -239,7 +239,7 @@ struct Reader {
         let top: Set<String> = [
             "listen", "data_dir", "store", "max_body_bytes", "dedup_window", "retention", "read_timeout",
             "log_format", "log_level", "admin_token", "tls", "sources", "api", "retry", "routes", "lease",
-            "max_connections", "store_timeout",
+            "max_connections", "store_timeout", "gateway",
         ]
         guard let entries = mapping(root, "", allowed: top) else { return nil }
         let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
@@ -269,17 +269,41 @@ struct Reader {
         let maxConnections = values["max_connections"].map { int($0, "max_connections", range: 1...1_000_000) } ?? 2048
         let storeTimeout = values["store_timeout"].map { milliseconds($0, "store_timeout", minimum: 100) } ?? 5_000
         if let storeTimeout, storeTimeout > 60_000 { problem("store_timeout", "must be at most 60s") }
+        let gatewayTokens = values["gateway"].map { gatewayTokenList($0, "gateway") } ?? []
+        if values["gateway"] != nil, api == nil, values["api"] == nil {
+            problem("gateway", "needs the `api` section: the gateway creates and cancels through the Pipevideo API")
+        }
 
         guard let listen, let store, let maxBody, let dedup, let retention, let readTimeout, let logFormat,
-              let logLevel, let sources, let retry, let routes, let lease, let maxConnections, let storeTimeout
+              let logLevel, let sources, let retry, let routes, let lease, let maxConnections, let storeTimeout, let gatewayTokens
         else { return nil }
-        return Settings(
+        var settings = Settings(
             listen: listen, dataDir: dataDir, store: store, maxBodyBytes: maxBody,
             dedupWindowSeconds: dedup, retentionSeconds: retention, readTimeoutMilliseconds: readTimeout,
             logFormat: logFormat, logLevel: logLevel, adminToken: adminToken, tls: tls, sources: sources,
             api: api, retry: retry, leaseMilliseconds: lease, maxConnections: maxConnections,
             storeTimeoutMilliseconds: storeTimeout, routes: routes
         )
+        settings.gatewayTokens = gatewayTokens
+        return settings
+    }
+
+    /// `gateway: {tokens: [...]}`: each at least 16 characters, like `admin_token`.
+    mutating func gatewayTokenList(_ node: Node, _ path: String) -> [String]? {
+        guard let entries = mapping(node, path, allowed: ["tokens"]) else { return nil }
+        let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
+        let tokensPath = Self.join(path, "tokens")
+        guard let node = values["tokens"] else {
+            problem(tokensPath, "is required (Bearer tokens of the applications that may use the gateway)")
+            return nil
+        }
+        guard let tokens = stringList(node, tokensPath) else { return nil }
+        var ok = true
+        for (index, token) in tokens.enumerated() where token.utf8.count < 16 {
+            problem("\(tokensPath)[\(index)]", "must be at least 16 characters")
+            ok = false
+        }
+        return ok ? tokens : nil
     }
 
     mutating func enumValue<E: RawRepresentable & CaseIterable>(_ node: Node, _ path: String, _: E.Type) -> E?

@@ -46,11 +46,14 @@ final class FakePipevideoAPI: Sendable {
         var created: [(id: String, body: [UInt8])] = []
         var cancelled: [String] = []
         var methods: [String] = []
+        /// Every API request in arrival order, polls included.
+        var order: [String] = []
 
         init(key: String) { self.key = key }
 
         func create(_ body: [UInt8], authorization: String?) -> (CreateAnswer, String?) {
             methods.append("POST /v1/responses")
+            order.append("POST /v1/responses")
             guard authorization == "Bearer \(key)" else { return (.badRequest("unauthorized"), nil) }
             let answer = createScript.isEmpty ? .created : createScript.removeFirst()
             switch answer {
@@ -65,6 +68,7 @@ final class FakePipevideoAPI: Sendable {
 
         func cancel(_ id: String, authorization: String?) -> Answer? {
             methods.append("DELETE /v1/responses/\(id)")
+            order.append("DELETE /v1/responses/\(id)")
             guard authorization == "Bearer \(key)" else { return .unauthorized }
             guard let current = scripts[id]?.first else { return .notFound }
             if case .status(let status, _, _, _) = current, ["completed", "failed", "cancelled", "incomplete"].contains(status) {
@@ -79,6 +83,7 @@ final class FakePipevideoAPI: Sendable {
         func isAuthorized(_ authorization: String?) -> Bool { authorization == "Bearer \(key)" }
 
         func next(_ id: String, authorization: String?) -> Answer {
+            order.append("GET /v1/responses/\(id)")
             requests.append(Request(id: id, at: Int64(Date().timeIntervalSince1970 * 1000), authorization: authorization))
             guard authorization == "Bearer \(key)" else { return .unauthorized }
             guard var script = scripts[id], !script.isEmpty else { return .notFound }
@@ -111,6 +116,8 @@ final class FakePipevideoAPI: Sendable {
     var cancelled: [String] { get async { await state.cancelled } }
     /// Every create and cancel request, in order ("POST /v1/responses", "DELETE /v1/responses/ID").
     var calls: [String] { get async { await state.methods } }
+    /// Every request (polls, creates, cancels) in the order they arrived.
+    var order: [String] { get async { await state.order } }
     func requests(for id: String) async -> [Request] { await state.requests.filter { $0.id == id } }
 
     /// Runs the fake on a free local port for the duration of `body`.

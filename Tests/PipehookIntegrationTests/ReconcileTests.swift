@@ -210,6 +210,35 @@ final class CapturedLog: Sendable {
         }
     }
 
+    /// Creates and cancels go before polls in the shared budget (issue 11): with polls queued for
+    /// slots, a create asked for later is sent at the next slot.
+    @Test func createsAndCancelsGoBeforeQueuedPolls() async throws {
+        let fake = FakePipevideoAPI(key: Self.key)
+        try await fake.run { base in
+            for index in 0..<4 { await fake.script("gen_q\(index)", [.status("in_progress")]) }
+            // 40/min: one request every 1.5 s (room for a loaded machine's scheduling).
+            let api = Self.api(base, rpm: 40)
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for index in 0..<4 { group.addTask { _ = await api.fetch("gen_q\(index)") } }
+                try await Task.sleep(for: .milliseconds(150))
+                group.addTask {
+                    let created = await api.create(Array(#"{"model":"m","input":"x"}"#.utf8))
+                    guard case .created(let snapshot, _) = created else { Issue.record("create: \(created)"); return }
+                    _ = await api.cancel(snapshot.generationID)
+                }
+                try await group.waitForAll()
+            }
+            let order = await fake.order
+            #expect(order.count == 6, "\(order)")
+            // One poll had its slot before the create was asked for; the create and the cancel
+            // then take the next slots, ahead of the three polls still waiting (queued in arrival
+            // order, as before, they came last). One more poll may slip in on a slow machine.
+            let create = try #require(order.firstIndex(of: "POST /v1/responses"))
+            let cancel = try #require(order.firstIndex(of: "DELETE /v1/responses/gen_fake1"))
+            #expect(create <= 2 && cancel == create + 1 && cancel < order.count - 1, "\(order)")
+        }
+    }
+
     @Test func rateLimitPausesForRetryAfterThenPollsAgain() async throws {
         let h = try Harness()
         let fake = FakePipevideoAPI(key: Self.key)
