@@ -91,6 +91,7 @@ let package = Package(
                 "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookStore", "PipehookMetrics",
                 "PipehookReconcile", "PipehookSettings",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),

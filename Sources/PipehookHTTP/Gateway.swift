@@ -6,6 +6,7 @@ import PipehookFormats
 import PipehookLifecycle
 import PipehookReconcile
 import PipehookSettings
+import ServiceLifecycle
 import PipehookStore
 
 /// The tokens that may use the gateway: `admin_token` and each of `gateway.tokens`, each compared
@@ -155,6 +156,73 @@ enum GatewayRoutes {
                 throw APIError(.serviceUnavailable, code: "upstream_unavailable", message: "Pipevideo gave no usable answer; try again later")
             }
         }
+    }
+
+    /// How often the event stream asks the store for new rows, and sends a comment when idle.
+    static let streamInterval: Duration = .milliseconds(250)
+    static let heartbeatEvery = 40
+
+    /// `GET /api/events`: every applied transition as a Server-Sent Event, in commit order. The
+    /// `id:` of each event is the stream's resume point (`EventStreamCursor.frontier`); a client
+    /// that reconnects with `Last-Event-ID` (or `?after=`) gets everything after it, perhaps a few
+    /// events twice (their `event_id` tells), never a gap. Without one, the stream starts now.
+    static func registerEvents(on router: Router<BasicRequestContext>, auth: GatewayAuth, store: any Storage) {
+        router.get("/api/events") { request, _ in
+            try auth.require(request)
+            let resume = request.headers[HTTPField.Name("Last-Event-ID")!] ?? request.uri.queryParameters.get("after").map { String($0) }
+            let start: Int64
+            if let resume {
+                guard let value = Int64(resume.trimmingCharacters(in: .whitespaces)), value >= 0 else {
+                    throw APIError(.badRequest, code: "invalid_request", message: "Last-Event-ID must be a number this stream sent")
+                }
+                start = value
+            } else {
+                do throws(StoreError) { start = try await store.lastEventSeq() } catch { throw APIError.storeUnavailable }
+            }
+            let headers: HTTPFields = [.contentType: "text/event-stream", .cacheControl: "no-store"]
+            return Response(status: .ok, headers: headers, body: ResponseBody { writer in
+                var cursor = EventStreamCursor(frontier: start)
+                try await writer.write(ByteBuffer(string: ": pipehook event stream\nretry: 2000\n\n"))
+                var idle = 0
+                // Ends with the server (a graceful shutdown waits for open responses) or the client
+                // (the next write fails; a keep-alive comment goes out every 10 s when idle).
+                while !Task.isCancelled, !Task.isShuttingDownGracefully {
+                    let rows: [StreamedEvent]
+                    do throws(StoreError) {
+                        rows = try await store.events(after: cursor.frontier, limit: 500)
+                    } catch {
+                        rows = []  // the store is busy: try again at the next tick
+                    }
+                    let fresh = cursor.take(rows, now: Int64(Date().timeIntervalSince1970 * 1000))
+                    let transitions = fresh.filter { $0.entry.transition == .applied }
+                    if transitions.isEmpty {
+                        idle += 1
+                        if idle >= heartbeatEvery {
+                            idle = 0
+                            try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                        }
+                    } else {
+                        idle = 0
+                        var text = ""
+                        for event in transitions { text += "id: \(cursor.frontier)\nevent: transition\ndata: " + eventJSON(event) + "\n\n" }
+                        try await writer.write(ByteBuffer(string: text))
+                    }
+                    if rows.count < 500 { try await Task.sleep(for: streamInterval) }
+                }
+                try await writer.finish(nil)
+            })
+        }
+    }
+
+    /// One transition as the stream's `data:` line (JSON on one line).
+    static func eventJSON(_ event: StreamedEvent) -> String {
+        func quoted(_ text: String?) -> String { text.map { JSONText.quote($0) } ?? "null" }
+        let e = event.entry
+        return #"{"seq":"# + String(event.seq) + #","source":"# + JSONText.quote(event.source) + #","generation_id":"#
+            + JSONText.quote(event.generationID) + #","event_id":"# + JSONText.quote(e.eventID) + #","origin":""# + e.origin.rawValue
+            + #"","previous_status":"# + quoted(e.previousStatus?.rawValue) + #","status":""# + e.status.rawValue
+            + #"","output_url":"# + quoted(e.outputURL) + #","error_message":"# + quoted(e.errorMessage)
+            + #","received_at":"# + JSONText.quote(JSONText.timestamp(milliseconds: e.receivedAt)) + "}"
     }
 
     static func generation(_ id: String, _ control: GenerationControl) async throws -> GenerationRecord? {

@@ -16,6 +16,7 @@ public enum HTTPRoutes {
         router.add(middleware: JSONNotFoundMiddleware())
         if let gateway, gateway.auth.isEnabled {
             GatewayRoutes.register(on: router, gateway)
+            GatewayRoutes.registerEvents(on: router, auth: gateway.auth, store: gateway.control.store)
         }
         if let admin, admin.auth.isEnabled {
             AdminRoutes.register(on: router, admin)

@@ -398,6 +398,31 @@ extension PostgresStore: WebhookStore {
 
     // MARK: reads
 
+    public func events(after seq: Int64, limit: Int) async throws(StoreError) -> [StreamedEvent] {
+        try await read("read events") { db, logger in
+            try await db.query("""
+                SELECT seq, source, generation_id, event_id, origin, status, previous_status, transition, output_url, error_message,
+                       received_at, signed_at
+                FROM events WHERE seq > \(seq) ORDER BY seq LIMIT \(limit)
+                """, logger: logger).collect().map { row in
+                let (seq, source, generationID, eventID, origin, status, previous, transition, outputURL, errorMessage, receivedAt, signedAt) =
+                    try row.decode((Int64, String, String, String, String, String, String?, String, String?, String?, Int64, Int64).self)
+                return StreamedEvent(seq: seq, source: source, generationID: generationID, entry: TimelineEntry(
+                    eventID: eventID, origin: EventOrigin(rawValue: origin) ?? .webhook, status: try Self.status(status, column: "events.status"),
+                    previousStatus: try previous.map { try Self.status($0, column: "events.previous_status") },
+                    transition: Transition(rawValue: transition) ?? .stale, outputURL: outputURL, errorMessage: errorMessage,
+                    receivedAt: receivedAt, signedAt: signedAt
+                ))
+            }
+        }
+    }
+
+    public func lastEventSeq() async throws(StoreError) -> Int64 {
+        try await read("read last event") { db, logger in
+            try await db.query("SELECT coalesce(max(seq), 0)::bigint FROM events", logger: logger).collect().first?.decode(Int64.self) ?? 0
+        }
+    }
+
     public func generations(withID id: String) async throws(StoreError) -> [GenerationDetail] {
         try await read("read generation") { db, logger in
             let generations = try await db.query(

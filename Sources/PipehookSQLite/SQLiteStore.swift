@@ -234,6 +234,22 @@ public final class SQLiteStore: WebhookStore {
         }
     }
 
+    public func events(after seq: Int64, limit: Int) async throws(StoreError) -> [StreamedEvent] {
+        try await read { db in
+            try Row.fetchAll(db.cachedStatement(sql: """
+                SELECT seq, source, generation_id, event_id, origin, status, previous_status, transition, output_url, error_message,
+                       received_at, signed_at
+                FROM events WHERE seq > ? ORDER BY seq LIMIT ?
+                """), arguments: [seq, limit]).map { row in
+                StreamedEvent(seq: row["seq"], source: row["source"], generationID: row["generation_id"], entry: try Self.timelineEntry(row))
+            }
+        }
+    }
+
+    public func lastEventSeq() async throws(StoreError) -> Int64 {
+        try await read { db in try Int64.fetchOne(db, sql: "SELECT coalesce(max(seq), 0) FROM events") ?? 0 }
+    }
+
     public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
         try await read { db in
             let rows: [Row]

@@ -188,6 +188,22 @@ public final class MemoryStore: Storage {
         }
     }
 
+    public func events(after seq: Int64, limit: Int) async throws(StoreError) -> [StreamedEvent] {
+        state.withLock { state in
+            state.events.values.filter { $0.seq > seq }.sorted { $0.seq < $1.seq }.prefix(limit).map { row in
+                StreamedEvent(seq: row.seq, source: row.event.source, generationID: row.event.generationID, entry: TimelineEntry(
+                    eventID: row.event.eventID, origin: row.event.origin, status: row.event.status,
+                    previousStatus: row.event.previousStatus, transition: row.transition, outputURL: row.event.outputURL,
+                    errorMessage: row.event.errorMessage, receivedAt: row.event.receivedAt, signedAt: row.signedAt
+                ))
+            }
+        }
+    }
+
+    public func lastEventSeq() async throws(StoreError) -> Int64 {
+        state.withLock { $0.events.values.map(\.seq).max() ?? 0 }
+    }
+
     public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
         state.withLock { state in
             Array(state.generations.values.filter { status == nil || $0.status == status }

@@ -194,8 +194,29 @@ public protocol WebhookStore: Sendable {
     /// `after` pages through them: only those with a larger `seq`.
     func unrecognized(after: Int64, limit: Int) async throws(StoreError) -> [UnrecognizedDelivery]
 
+    /// Timeline entries of every generation in commit order (`seq`), oldest first, for the event
+    /// stream (`GET /api/events`). Only entries with a larger `seq` than `after`.
+    func events(after seq: Int64, limit: Int) async throws(StoreError) -> [StreamedEvent]
+
+    /// The largest `seq` so far (0 when the store has no event): where a new stream starts.
+    func lastEventSeq() async throws(StoreError) -> Int64
+
     /// New jobs for a stored event's routes, even if they ran before (`pipehook replay`).
     func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [RoutePin], at: Int64) async throws(StoreError) -> [JobRecord]
+}
+
+/// One timeline entry with its place in the store's order, for the event stream.
+public struct StreamedEvent: Sendable, Equatable {
+    public var seq: Int64
+    public var source: String
+    public var generationID: String
+    public var entry: TimelineEntry
+    public init(seq: Int64, source: String, generationID: String, entry: TimelineEntry) {
+        self.seq = seq
+        self.source = source
+        self.generationID = generationID
+        self.entry = entry
+    }
 }
 
 public struct UnrecognizedDelivery: Sendable, Equatable {

@@ -151,3 +151,87 @@ import Testing
         }
     }
 }
+
+extension GatewayTests {
+    /// `GET /api/events` over a real socket: transitions as they commit, resumable with
+    /// `Last-Event-ID` without a gap (issue 11).
+    @Test func eventStreamFollowsTransitionsAndResumes() async throws {
+        let fake = FakePipevideoAPI(key: Self.key)
+        try await fake.run { base in
+            let dir = TempDir()
+            let store = MemoryStore()
+            let settings = try SettingsParser.parse(yaml: Fixture.yaml(dir: dir.path, extra: """
+                gateway: {tokens: ["\(Self.appToken)"]}
+                api: {base_url: "\(base)", key: "\(Self.key)"}
+                """), environment: [:])
+            let api = PipevideoAPI(settings: settings.api!, httpClient: HTTPClient.shared, logger: Fixture.logger)
+            _ = try await store.ingest(Fixture.delivery(id: "before", generation: "g0", status: .queued))
+            let app = Daemon.application(settings: settings, store: store, logger: Fixture.logger, api: api)
+            try await app.test(.live) { client in
+                let url = "http://127.0.0.1:\(client.port!)/api/events"
+                // Unauthenticated: refused.
+                var anonymous = HTTPClientRequest(url: url)
+                anonymous.method = .GET
+                #expect(try await HTTPClient.shared.execute(anonymous, timeout: .seconds(10)).status.code == 401)
+
+                // A new stream starts now: "before" is not sent; two transitions are, a stale event is not.
+                let first = try await Self.readEvents(url: url, lastEventID: nil, count: 2) {
+                    _ = try await store.ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued))
+                    _ = try await store.ingest(Fixture.delivery(id: "m2", generation: "g1", status: .completed))
+                    _ = try await store.ingest(Fixture.delivery(id: "m3", generation: "g1", status: .in_progress))
+                }
+                #expect(first.map(\.eventID) == ["m1", "m2"], "\(first)")
+                #expect(first.last?.status == "completed" && first.last?.previous == "queued")
+                // While disconnected, one more; a resumed stream gets it (and may repeat, never skip).
+                _ = try await store.ingest(Fixture.delivery(id: "m4", generation: "g2", status: .failed))
+                let resumed = try await Self.readEvents(url: url, lastEventID: first.last?.id, count: 1) {}
+                #expect(resumed.map(\.eventID).last == "m4" && !resumed.map(\.eventID).contains("before"), "\(resumed)")
+            }
+            _ = dir
+        }
+    }
+
+    struct SentEvent: Sendable {
+        var id: String
+        var eventID: String
+        var status: String
+        var previous: String?
+    }
+
+    /// Opens the stream, runs `action`, and reads until `count` transitions (or 20 s).
+    static func readEvents(
+        url: String, lastEventID: String?, count: Int, _ action: @Sendable () async throws -> Void
+    ) async throws -> [SentEvent] {
+        var request = HTTPClientRequest(url: url)
+        request.method = .GET
+        request.headers.add(name: "Authorization", value: "Bearer \(appToken)")
+        if let lastEventID { request.headers.add(name: "Last-Event-ID", value: lastEventID) }
+        let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+        #expect(response.status.code == 200 && response.headers.first(name: "content-type") == "text/event-stream")
+        try await Task.sleep(for: .milliseconds(300))
+        try await action()
+        var text = ""
+        var events: [SentEvent] = []
+        let deadline = ContinuousClock.now + .seconds(20)
+        for try await chunk in response.body {
+            text += String(buffer: chunk)
+            events = parse(text)
+            if events.count >= count || ContinuousClock.now > deadline { break }
+        }
+        return events
+    }
+
+    static func parse(_ text: String) -> [SentEvent] {
+        text.components(separatedBy: "\n\n").compactMap { block in
+            let lines = block.split(separator: "\n")
+            guard let id = lines.first(where: { $0.hasPrefix("id: ") })?.dropFirst(4),
+                let data = lines.first(where: { $0.hasPrefix("data: ") })?.dropFirst(6),
+                let json = try? JSONSerialization.jsonObject(with: Data(data.utf8)) as? [String: Any]
+            else { return nil }
+            return SentEvent(
+                id: String(id), eventID: json["event_id"] as? String ?? "", status: json["status"] as? String ?? "",
+                previous: json["previous_status"] as? String
+            )
+        }
+    }
+}

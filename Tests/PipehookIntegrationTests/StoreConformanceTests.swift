@@ -692,3 +692,25 @@ extension StoreConformanceTests {
         }
     }
 }
+
+extension StoreConformanceTests {
+    /// The event stream's reads (issue 11): every timeline entry in `seq` order after a point.
+    @Test(arguments: StoreKind.available)
+    func eventsAfterASeqComeInOrder(kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            #expect(try await store.lastEventSeq() == 0)
+            for (i, status) in [GenerationStatusText.queued, .completed, .in_progress].enumerated() {
+                _ = try await store.ingest(Fixture.delivery(id: "m\(i)", generation: "g1", status: status))
+            }
+            let all = try await store.events(after: 0, limit: 10)
+            #expect(all.map(\.entry.eventID) == ["m0", "m1", "m2"])
+            #expect(all.map(\.entry.transition) == [.applied, .applied, .stale])
+            #expect(all.map(\.seq) == all.map(\.seq).sorted() && Set(all.map(\.seq)).count == 3)
+            #expect(all.allSatisfy { $0.generationID == "g1" && $0.source == "pipevideo" })
+            #expect(try await store.lastEventSeq() == all.last?.seq)
+            #expect(try await store.events(after: all[0].seq, limit: 1).map(\.entry.eventID) == ["m1"])
+            #expect(try await store.events(after: all[2].seq, limit: 10).isEmpty)
+        }
+    }
+}

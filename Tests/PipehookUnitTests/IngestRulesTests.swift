@@ -129,3 +129,44 @@ import Testing
         #expect(plan.generations.count == 2 && plan.events.map(\.transition) == [.applied, .applied])
     }
 }
+
+/// The event stream's resume point (issue 11): never past a number that may still commit.
+@Suite struct EventStreamCursorTests {
+    static func rows(_ seqs: [Int64]) -> [StreamedEvent] {
+        seqs.map { seq in
+            StreamedEvent(seq: seq, source: "pipevideo", generationID: "g\(seq)", entry: TimelineEntry(
+                eventID: "m\(seq)", origin: .webhook, status: .completed, previousStatus: nil, transition: .applied,
+                outputURL: nil, errorMessage: nil, receivedAt: 0, signedAt: 0
+            ))
+        }
+    }
+
+    @Test func contiguousRowsMoveTheFrontierAndAreSentOnce() {
+        var cursor = EventStreamCursor(frontier: 10)
+        #expect(cursor.take(Self.rows([11, 12, 13]), now: 0).map(\.seq) == [11, 12, 13])
+        #expect(cursor.frontier == 13)
+        #expect(cursor.take(Self.rows([]), now: 1).isEmpty && cursor.frontier == 13)
+    }
+
+    @Test func aGapHoldsTheFrontierUntilItFillsOrSettles() {
+        var cursor = EventStreamCursor(frontier: 0, settleMilliseconds: 1_000)
+        // 2 is not committed yet: 1 and 3 are sent, the frontier stays at 1.
+        #expect(cursor.take(Self.rows([1, 3]), now: 0).map(\.seq) == [1, 3])
+        #expect(cursor.frontier == 1)
+        // Read again from the frontier: 3 is not sent twice; 2 arrives and closes the gap.
+        #expect(cursor.take(Self.rows([2, 3, 4]), now: 100).map(\.seq) == [2, 4])
+        #expect(cursor.frontier == 4)
+        // 5 never comes (a rolled-back insert): after the settle time the frontier passes it.
+        #expect(cursor.take(Self.rows([6]), now: 200).map(\.seq) == [6])
+        #expect(cursor.frontier == 4)
+        #expect(cursor.take(Self.rows([6]), now: 1_100).isEmpty && cursor.frontier == 4)
+        #expect(cursor.take(Self.rows([6]), now: 1_200).isEmpty && cursor.frontier == 6)
+    }
+
+    @Test func aGapWiderThanAnyTransactionsInFlightIsJumped() {
+        var cursor = EventStreamCursor(frontier: 5)
+        let far = 5 + EventStreamCursor.maxOpenGap + 100
+        #expect(cursor.take(Self.rows([far, far + 1]), now: 0).map(\.seq) == [far, far + 1])
+        #expect(cursor.frontier == far + 1)
+    }
+}
