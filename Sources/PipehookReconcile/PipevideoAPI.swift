@@ -130,8 +130,12 @@ public actor PipevideoAPI {
         }
         let sent = await exchange(method: .POST, path: "/v1/responses", body: body)
         switch sent {
-        case .notSent(let reason): return .refused(status: 0, message: reason)
-        case .lost(let reason): return .unknown(reason)
+        case .notSent(let reason):
+            _ = failed(reason, metadata: [:])
+            return .refused(status: 0, message: reason)
+        case .lost(let reason):
+            _ = failed(reason, metadata: [:])
+            return .unknown(reason)
         case .answered(let status, let answer, let retryAfterHeader):
             switch status {
             case 200..<300:
@@ -167,7 +171,9 @@ public actor PipevideoAPI {
             return .unavailable("no request slot within the wait: the API budget is spent or the API is paused (429, 401 or outage)")
         }
         switch await exchange(method: .DELETE, path: "/v1/responses/" + Self.escape(generationID), body: nil) {
-        case .notSent(let reason), .lost(let reason): return .unavailable(reason)
+        case .notSent(let reason), .lost(let reason):
+            _ = failed(reason, metadata: ["generation_id": .string(generationID)])
+            return .unavailable(reason)
         case .answered(let status, let answer, let retryAfterHeader):
             switch status {
             case 200..<300:
@@ -230,7 +236,6 @@ public actor PipevideoAPI {
             return .answered(status: status, body: answer, retryAfter: response.headers.first(name: "retry-after"))
         } catch {
             let reason = "request failed: \(Self.describe(error))"
-            metrics.apiRequest(result: "unavailable")
             return Self.neverSent(error) ? .notSent(reason) : .lost(reason)
         }
     }
@@ -251,21 +256,13 @@ public actor PipevideoAPI {
     }
 
     private func send(_ generationID: String) async -> Answer {
-        var request = HTTPClientRequest(url: "\(baseURL)/v1/responses/\(Self.escape(generationID))")
-        request.headers.add(name: "Authorization", value: "Bearer \(settings.key)")
-        request.headers.add(name: "Accept", value: "application/json")
-        request.headers.add(name: "User-Agent", value: "pipehook")
         var metadata: Logger.Metadata = ["generation_id": .string(generationID)]
         let status: Int
         let body: [UInt8]
         let retryAfterHeader: String?
-        do {
-            let response = try await httpClient.execute(request, timeout: .milliseconds(requestTimeout.milliseconds))
-            status = Int(response.status.code)
-            retryAfterHeader = response.headers.first(name: "retry-after")
-            body = Array(buffer: try await response.body.collect(upTo: 4 << 20))
-        } catch {
-            return failed("request failed: \(Self.describe(error))", metadata: metadata)
+        switch await exchange(method: .GET, path: "/v1/responses/" + Self.escape(generationID), body: nil) {
+        case .notSent(let reason), .lost(let reason): return failed(reason, metadata: metadata)
+        case .answered(let code, let answer, let retryAfter): (status, body, retryAfterHeader) = (code, answer, retryAfter)
         }
         metadata["http_status"] = .stringConvertible(status)
         switch status {

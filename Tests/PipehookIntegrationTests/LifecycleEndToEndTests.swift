@@ -1,4 +1,7 @@
+import AsyncHTTPClient
 import Foundation
+import NIOCore
+import NIOHTTP1
 import Testing
 
 /// Issue 11, the command line: `submit`, `cancel` and `wait` against the built binary and the local
@@ -12,14 +15,14 @@ import Testing
         let dir = TempDir()
         let config: String
 
-        init(base: String, extra: String = "") throws {
+        init(base: String, extra: String = "", pollAfter: String = "1h") throws {
             config = dir.path + "/pipehook.yaml"
             try (Fixture.yaml(dir: dir.path + "/data").replacingOccurrences(of: "log_level: warning", with: "log_level: info") + """
                 api:
                   base_url: "\(base)"
                   key: "${PIPEVIDEO_API_KEY}"
                   requests_per_minute: 600
-                  poll_after: 1h
+                  poll_after: \(pollAfter)
                   defaults: {model: pipevideo-1, engine: lottie}
                 routes:
                   - name: archive
@@ -210,6 +213,48 @@ import Testing
             #expect(failed.code == 3 && failed.stdout.contains("content policy"), "\(failed)")
             #expect(try await setup.run(["wait", id, "--timeout", "soon"]).code == 2)
             server.kill(SIGTERM)
+        }
+    }
+
+    /// The daemon's gateway over a real socket, as an OpenAI-style client would use it, and a
+    /// generation created through it that no webhook reports: polled after `poll_after` until it
+    /// ends. The API key appears in no answer and no log line.
+    @Test func gatewayOverHTTPAndAPolledCreate() async throws {
+        let fake = FakePipevideoAPI(key: Self.key)
+        try await fake.run { base in
+            let appToken = "app-token-0123456789abcdef"
+            let setup = try Setup(base: base, extra: "gateway: {tokens: [\"\(appToken)\"]}", pollAfter: "1s")
+            let (server, port) = try await setup.daemon()
+            func call(_ method: HTTPMethod, _ path: String, body: String? = nil) async throws -> (UInt, String) {
+                var request = HTTPClientRequest(url: "http://127.0.0.1:\(port)\(path)")
+                request.method = method
+                request.headers.add(name: "Authorization", value: "Bearer \(appToken)")
+                if let body {
+                    request.headers.add(name: "Content-Type", value: "application/json")
+                    request.body = .bytes(ByteBuffer(string: body))
+                }
+                let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
+                let text = String(buffer: try await response.body.collect(upTo: 1 << 20))
+                #expect(!text.contains(Self.key), "the API key leaked into an answer")
+                return (response.status.code, text)
+            }
+            let (created, answer) = try await call(.POST, "/v1/responses", body: #"{"input":"through the gateway"}"#)
+            #expect(created == 200 && answer.contains(#""status":"queued""#), "\(answer)")
+            let id = try #require((try JSONSerialization.jsonObject(with: Data(answer.utf8)) as? [String: Any])?["id"] as? String)
+            let (got, document) = try await call(.GET, "/v1/responses/\(id)")
+            #expect(got == 200 && document.contains(#""object":"response""#), "\(document)")
+
+            // No webhook comes: the daemon polls it after poll_after and learns it completed.
+            await fake.allowToken("t9")
+            await fake.script(id, [.status("completed", url: "\(base)/videos/g.mp4?token=t9")])
+            let waited = try await setup.run(["wait", id, "--timeout", "60s"])
+            #expect(waited.code == 0 && waited.stdout.contains("archived:"), "\(waited)")
+            let (_, done) = try await call(.GET, "/v1/responses/\(id)")
+            #expect(done.contains(#""status":"completed""#), "\(done)")
+            let (deleted, refusal) = try await call(.DELETE, "/v1/responses/\(id)")
+            #expect(deleted == 409 && refusal.contains("already_finished"), "\(refusal)")
+            server.kill(SIGTERM)
+            #expect(!server.stdout.contains(Self.key) && !server.stderr.contains(Self.key), "the API key leaked into the log")
         }
     }
 }
