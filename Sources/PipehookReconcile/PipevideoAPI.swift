@@ -139,12 +139,9 @@ public actor PipevideoAPI {
         case .answered(let status, let answer, let retryAfterHeader):
             switch status {
             case 200..<300:
-                do throws(FormatError) {
-                    let snapshot = try PipevideoAPIFormat.snapshot(answer)
-                    succeeded()
-                    metrics.apiRequest(result: "ok")
-                    return .created(snapshot, raw: answer)
-                } catch {
+                switch readSnapshot(answer) {
+                case .success(let snapshot): return .created(snapshot, raw: answer)
+                case .failure(let error):
                     metrics.apiRequest(result: "unavailable")
                     return .unknown("unreadable create answer (HTTP \(status)): \(error.reason)")
                 }
@@ -267,13 +264,9 @@ public actor PipevideoAPI {
         metadata["http_status"] = .stringConvertible(status)
         switch status {
         case 200..<300:
-            do throws(FormatError) {
-                let snapshot = try PipevideoAPIFormat.snapshot(body)
-                succeeded()
-                metrics.apiRequest(result: "ok")
-                return .snapshot(snapshot, raw: body)
-            } catch {
-                return failed("unreadable response: \(error.reason)", metadata: metadata)
+            switch readSnapshot(body) {
+            case .success(let snapshot): return .snapshot(snapshot, raw: body)
+            case .failure(let error): return failed("unreadable response: \(error.reason)", metadata: metadata)
             }
         case 404, 410:
             succeeded()
@@ -291,6 +284,18 @@ public actor PipevideoAPI {
             metrics.apiRequest(result: "rejected")
             logger.notice("Pipevideo API refused the request", metadata: metadata)
             return .rejected(status: status)
+        }
+    }
+
+    /// A 2xx answer read as a generation, counted as a success; or what the format could not read.
+    private func readSnapshot(_ body: [UInt8]) -> Result<GenerationSnapshot, FormatError> {
+        do throws(FormatError) {
+            let snapshot = try PipevideoAPIFormat.snapshot(body)
+            succeeded()
+            metrics.apiRequest(result: "ok")
+            return .success(snapshot)
+        } catch {
+            return .failure(error)
         }
     }
 

@@ -205,6 +205,9 @@ import Testing
             let id = try await setup.run(["submit", "--prompt", "slow"]).stdout.trimmingCharacters(in: .whitespacesAndNewlines)
             let timedOut = try await setup.run(["wait", id, "--timeout", "1s"])
             #expect(timedOut.code == 4 && timedOut.stdout.contains("timed out"), "\(timedOut)")
+            // `submit --wait` goes on as `wait` and exits as it does.
+            let submittedAndWaited = try await setup.run(["submit", "--prompt", "also slow", "--wait", "--timeout", "1s"])
+            #expect(submittedAndWaited.code == 4 && submittedAndWaited.stdout.contains("timed out: gen_fake2"), "\(submittedAndWaited)")
             _ = try await setup.run([
                 "send", "--url", "http://127.0.0.1:\(port)/webhooks/pipevideo", "--generation-id", id, "--status", "failed",
                 "--error-message", "content policy",
