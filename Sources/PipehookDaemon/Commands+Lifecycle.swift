@@ -37,7 +37,7 @@ extension Commands {
         return GenerationControl(
             store: store, api: PipevideoAPI(settings: api, httpClient: .shared, logger: quiet),
             source: try apiSource(source, settings: settings),
-            routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.pin) }, logger: quiet
+            routes: routePins(settings), logger: quiet
         )
     }
 
@@ -62,7 +62,6 @@ extension Commands {
         } catch {
             throw CommandFailure(error.reason)
         }
-        if let key = idempotencyKey, let problem = IdempotencyRules.problem(key: key) { throw CommandFailure(problem) }
         switch try await control.create(body, idempotencyKey: idempotencyKey) {
         case .created(let id, let answer, _):
             return (json ? String(decoding: answer, as: UTF8.self) : id, id)
@@ -74,6 +73,8 @@ extension Commands {
             )
         case .keyReused(let key):
             throw CommandFailure("idempotency key \(key) was used for a different request")
+        case .invalidKey(let problem):
+            throw CommandFailure(problem)
         case .unknown(let reason):
             throw CommandFailure(
                 "outcome unknown (\(reason)): Pipevideo may have created the generation"

@@ -169,11 +169,18 @@ public enum Commands {
 
     public static func replay(eventID: String, source: String?, settings: Settings, store: any Storage, json: Bool) async throws -> String {
         let jobs = try await store.replay(
-            eventID: eventID, source: source, routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.pin) },
+            eventID: eventID, source: source, routes: routePins(settings),
             at: Int64(Date().timeIntervalSince1970 * 1000)
         )
         if json { return try Output.json(jobs.map { JobDocument($0, attempts: nil) }) }
         return jobs.map { "queued \($0.id) for route \($0.route)" }.joined(separator: "\n")
+    }
+
+    /// The routes a status starts, pinned to their current versions: what a command that records
+    /// events (`replay`, `reprocess`, `submit`, `cancel`) creates jobs for.
+    static func routePins(_ settings: Settings) -> @Sendable (GenerationStatus) -> [RoutePin] {
+        let routes = settings.routes
+        return { status in routes.filter { $0.on.contains(status) }.map(\.pin) }
     }
 
     public static func reprocess(settings: Settings, store: any Storage, json: Bool) async throws -> String {
@@ -182,7 +189,7 @@ public enum Commands {
                 guard let format = settings.source(named: item.source)?.format else { return nil }
                 return (try? format.decode(item.raw)).map { .event($0) }
             },
-            routes: { status in settings.routes.filter { $0.on.contains(status) }.map(\.pin) },
+            routes: routePins(settings),
             at: Int64(Date().timeIntervalSince1970 * 1000)
         )
         if json { return try Output.json(["recognized": result.recognized, "unrecognized": result.unrecognized]) }

@@ -82,9 +82,6 @@ enum GatewayRoutes {
                 throw APIError(.badRequest, code: "invalid_request", message: error.reason)
             }
             let key = request.headers[HTTPField.Name("Idempotency-Key")!]
-            if let key, let problem = IdempotencyRules.problem(key: key) {
-                throw APIError(.badRequest, code: "invalid_idempotency_key", message: problem)
-            }
             let outcome: GenerationControl.CreateOutcome
             do throws(StoreError) {
                 outcome = try await control.create(body, idempotencyKey: key)
@@ -106,6 +103,8 @@ enum GatewayRoutes {
                 )
             case .keyReused:
                 throw APIError(.unprocessableContent, code: "idempotency_key_reused", message: "this idempotency key was used for a different request")
+            case .invalidKey(let problem):
+                throw APIError(.badRequest, code: "invalid_idempotency_key", message: problem)
             case .unknown:
                 throw APIError(
                     .badGateway, code: "outcome_unknown",

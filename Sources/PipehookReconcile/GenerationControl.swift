@@ -39,6 +39,8 @@ public struct GenerationControl: Sendable {
         case outcomeUnknown(key: String)
         /// The key was used for a different body.
         case keyReused(key: String)
+        /// The key cannot be used (empty, too long, a control character): nothing was sent.
+        case invalidKey(String)
         /// This call's outcome is unknown (timeout, 5xx): with a key, a repeat says `outcomeUnknown`.
         case unknown(reason: String)
     }
@@ -47,6 +49,7 @@ public struct GenerationControl: Sendable {
     /// before the call, so a repeat never creates a second generation.
     public func create(_ body: [UInt8], idempotencyKey: String?) async throws(StoreError) -> CreateOutcome {
         if let key = idempotencyKey {
+            if let problem = IdempotencyRules.problem(key: key) { return .invalidKey(problem) }
             let digest = body.withUnsafeBytes { Crypto.sha256($0) }.hexString
             switch try await store.claimIdempotencyKey(key, digest: digest, at: now()) {
             case .fresh: break

@@ -146,8 +146,7 @@ public actor PipevideoAPI {
                     return .unknown("unreadable create answer (HTTP \(status)): \(error.reason)")
                 }
             case 500..<600, 408:
-                _ = failed("HTTP \(status)", metadata: [:])
-                return .unknown("HTTP \(status) from Pipevideo")
+                return .unknown(failedReason(status))
             default:
                 return .refused(status: status, message: refusal(status, answer, retryAfterHeader: retryAfterHeader))
             }
@@ -186,6 +185,7 @@ public actor PipevideoAPI {
         }
     }
 
+    /// A 5xx or 408 to a create or cancel: backs every caller off like any failure; the reason.
     private func failedReason(_ status: Int) -> String {
         _ = failed("HTTP \(status)", metadata: [:])
         return "HTTP \(status) from Pipevideo"
