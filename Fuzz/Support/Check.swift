@@ -14,3 +14,21 @@ func check(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> S
 func input(_ data: UnsafePointer<UInt8>, _ size: Int) -> [UInt8] {
     Array(UnsafeBufferPointer(start: data, count: size))
 }
+
+/// Foundation refuses numbers it cannot hold in a Double, which JSON allows (shared by the targets
+/// that compare with JSONSerialization).
+/// A digit run of 300 or more, or an exponent of three or more digits.
+func hasHugeNumber(_ bytes: [UInt8]) -> Bool {
+    var run = 0
+    var afterExponent = false
+    for byte in bytes {
+        if byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") {
+            run += 1
+            if run >= 300 || (afterExponent && run >= 3) { return true }
+        } else {
+            afterExponent = (byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")) || (afterExponent && run == 0 && (byte == UInt8(ascii: "+") || byte == UInt8(ascii: "-")))
+            run = 0
+        }
+    }
+    return false
+}

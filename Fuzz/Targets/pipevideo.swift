@@ -34,7 +34,8 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
 
     // An independent reading of the same fields.
     let object = (try? JSONSerialization.jsonObject(with: Data(body))) as? [String: Any]
-    check(object != nil, "decoded what JSONSerialization does not read as an object")
+    // JSON allows numbers beyond a Double (in fields the format ignores); Foundation refuses them.
+    check(object != nil || hasHugeNumber(body), "decoded what JSONSerialization does not read as an object")
     if let object {
         check(object["generationId"] as? String == event.generationID, "generationId differs from JSONSerialization's")
         let word = object["status"] as? String
