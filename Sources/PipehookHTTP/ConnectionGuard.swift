@@ -44,7 +44,12 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let limits: ConnectionLimits
     private let count: ConnectionCount
-    private var deadline: Scheduled<Void>?
+    /// When the client's time runs out; nil while it owes nothing (a request is being answered).
+    private var deadline: NIODeadline?
+    /// At most one timer per connection, at or before `deadline`. Moving the deadline does not
+    /// touch it (a timer armed and cancelled per request cost a timer-heap update and a wake-up
+    /// each): when it fires early it is set again for the deadline as it stands then.
+    private var timer: Scheduled<Void>?
     private var counted = false
     private var overCap = false
     /// Answered by this handler (408 or 503): everything else is dropped.
@@ -71,7 +76,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        deadline?.cancel()
+        timer?.cancel()
+        timer = nil
         deadline = nil
         if counted {
             counted = false
@@ -95,7 +101,6 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
         case .end:
             insideRequest = false
             unanswered += 1
-            deadline?.cancel()
             deadline = nil
         }
         context.fireChannelRead(data)
@@ -120,11 +125,22 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func armDeadline(_ context: ChannelHandlerContext) {
-        deadline?.cancel()
+        let at = NIODeadline.now() + .milliseconds(limits.readTimeoutMilliseconds)
+        deadline = at
+        if timer == nil { startTimer(context, at: at) }
+    }
+
+    private func startTimer(_ context: ChannelHandlerContext, at: NIODeadline) {
         let loop = context.eventLoop.assumeIsolated()
-        deadline = loop.scheduleTask(in: .milliseconds(limits.readTimeoutMilliseconds)) { [self] in
-            deadline = nil
-            guard !closing, waitingForClient else { return }
+        timer = loop.scheduleTask(deadline: at) { [self] in
+            timer = nil
+            guard !closing, let deadline else { return }
+            if NIODeadline.now() < deadline {
+                startTimer(context, at: deadline)
+                return
+            }
+            self.deadline = nil
+            guard waitingForClient else { return }
             // The application may be answering (a 413 for a declared length while the body still
             // trickles, or an earlier pipelined request): a response of ours would interleave with
             // its, so only the connection goes.
@@ -140,7 +156,8 @@ final class ConnectionGuard: ChannelDuplexHandler, RemovableChannelHandler {
     /// Writes a complete JSON error response with `Connection: close`, then closes.
     private func answer(_ context: ChannelHandlerContext, _ error: APIError) {
         closing = true
-        deadline?.cancel()
+        timer?.cancel()
+        timer = nil
         deadline = nil
         let body = ByteBuffer(string: error.jsonBody)
         var head = HTTPResponse(status: error.status)
