@@ -13,6 +13,7 @@ struct Pipehook: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pipehook",
         abstract: "Receive, verify, deduplicate and record Pipevideo generation webhooks.",
+        version: PipehookVersion.current,
         subcommands: [
             Serve.self, CheckConfig.self, Status.self, Generations.self, Jobs.self, Retry.self, Replay.self, Reprocess.self,
             Send.self, Track.self, Submit.self, Cancel.self, Wait.self, Prune.self,

@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import GRDB
 import NIOCore
+import PipehookDaemon
 import Testing
 
 /// A `pipehook` process started from the built binary, its output captured to files.
@@ -186,6 +187,13 @@ func pipehook(_ arguments: [String], directory: String, environment: [String: St
         let everything = server.stdout + server.stderr
         #expect(!everything.contains("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw") && !everything.contains("C2FVsBQIhrscChlQIMV"))
         #expect(everything.contains(#""code":"invalid_signature""#))
+    }
+
+    @Test func versionIsPrinted() async throws {
+        let dir = TempDir()
+        let run = try await pipehook(["--version"], directory: dir.path)
+        #expect(run.code == 0)
+        #expect(run.stdout == PipehookVersion.current + "\n", "\(run.stdout)")
     }
 
     @Test func checkConfigAndExitCodes() async throws {
