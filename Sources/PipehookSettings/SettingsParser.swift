@@ -1,3 +1,4 @@
+import Foundation
 import PipehookFormats
 import PipehookLifecycle
 import PipehookSignature
@@ -224,6 +225,45 @@ struct Reader {
         return value
     }
 
+    /// A secret written in place, or `file:/PATH`: that file's contents without surrounding
+    /// whitespace, read whenever the configuration is (so `SIGHUP` picks up a rotated file, e.g.
+    /// from systemd's `LoadCredential=`). A problem names the file, never what it holds.
+    mutating func secretText(_ node: Node, _ path: String) -> String? {
+        guard let text = nonEmptyString(node, path) else { return nil }
+        guard text.hasPrefix(Self.filePrefix) else { return text }
+        let file = String(text.dropFirst(Self.filePrefix.count))
+        guard file.hasPrefix("/") else {
+            problem(path, "file: needs an absolute path (file:/run/credentials/…)")
+            return nil
+        }
+        guard let data = FileManager.default.contents(atPath: file) else {
+            problem(path, "cannot read the secret file \(file) (missing or not readable by this user)")
+            return nil
+        }
+        guard let contents = String(data: data, encoding: .utf8) else {
+            problem(path, "the secret file \(file) is not UTF-8 text")
+            return nil
+        }
+        let secret = contents.trimmingCharacters(in: .whitespacesAndNewlines)
+        guard !secret.isEmpty else {
+            problem(path, "the secret file \(file) is empty")
+            return nil
+        }
+        return secret
+    }
+
+    static let filePrefix = "file:"
+
+    /// A list of `secret`s.
+    mutating func secretList(_ node: Node, _ path: String) -> [String]? {
+        guard let items = sequence(node, path) else { return nil }
+        var out: [String] = []
+        for (index, item) in items.enumerated() {
+            if let value = secretText(item, "\(path)[\(index)]") { out.append(value) }
+        }
+        return out.count == items.count ? out : nil
+    }
+
     mutating func stringList(_ node: Node, _ path: String) -> [String]? {
         guard let items = sequence(node, path) else { return nil }
         var out: [String] = []
@@ -254,7 +294,7 @@ struct Reader {
         let readTimeout = values["read_timeout"].map { milliseconds($0, "read_timeout", minimum: 100) } ?? 30_000
         let logFormat = values["log_format"].map { enumValue($0, "log_format", LogFormat.self) } ?? .json
         let logLevel = values["log_level"].map { enumValue($0, "log_level", LogLevel.self) } ?? .info
-        let adminToken = values["admin_token"].flatMap { nonEmptyString($0, "admin_token") }
+        let adminToken = values["admin_token"].flatMap { secretText($0, "admin_token") }
         if let adminToken, adminToken.utf8.count < 16 { problem("admin_token", "must be at least 16 characters") }
         let tls = values["tls"].flatMap { tlsFiles($0, "tls") }
         let sources = values["sources"].map { sourceList($0, "sources") } ?? []
@@ -297,7 +337,7 @@ struct Reader {
             problem(tokensPath, "is required (Bearer tokens of the applications that may use the gateway)")
             return nil
         }
-        guard let tokens = stringList(node, tokensPath) else { return nil }
+        guard let tokens = secretList(node, tokensPath) else { return nil }
         var ok = true
         for (index, token) in tokens.enumerated() where token.utf8.count < 16 {
             problem("\(tokensPath)[\(index)]", "must be at least 16 characters")
@@ -405,7 +445,7 @@ struct Reader {
         }
         var secrets: [SigningSecret]?
         let secretsPath = Self.join(path, "secrets")
-        if let node = values["secrets"], let texts = stringList(node, secretsPath) {
+        if let node = values["secrets"], let texts = secretList(node, secretsPath) {
             if texts.isEmpty { problem(secretsPath, "at least one secret is required") }
             var parsed: [SigningSecret] = []
             for (index, text) in texts.enumerated() {
@@ -431,7 +471,7 @@ struct Reader {
         if !(baseURL.hasPrefix("https://") || baseURL.hasPrefix("http://")) {
             problem(Self.join(path, "base_url"), "must be an http:// or https:// URL")
         }
-        let key = values["key"].flatMap { nonEmptyString($0, Self.join(path, "key")) }
+        let key = values["key"].flatMap { secretText($0, Self.join(path, "key")) }
         if values["key"] == nil { problem(Self.join(path, "key"), "is required (a pv_… API key)") }
         let rpm = values["requests_per_minute"].map { int($0, Self.join(path, "requests_per_minute"), range: 1...100_000) } ?? 100
         let pollAfter = values["poll_after"].map { seconds($0, Self.join(path, "poll_after"), minimum: 1) } ?? 600
@@ -687,7 +727,7 @@ struct Reader {
         var secret: SigningSecret?? = .some(nil)
         if let node = values["secret"] {
             secret = nil
-            if var text = nonEmptyString(node, Self.join(path, "secret")) {
+            if var text = secretText(node, Self.join(path, "secret")) {
                 if text.hasPrefix(Self.secretPlaceholder) {
                     guard let known = pinnedSecrets[String(text.dropFirst(Self.secretPlaceholder.count))] else {
                         problem(Self.join(path, "secret"), "the secret this route version was created with is no longer configured (rotated?); `pipehook replay EVENT_ID` runs the route as configured now")

@@ -84,6 +84,39 @@ import Testing
         try await http.shutdown()
         server.kill(SIGTERM)
     }
+
+    /// Issue 12 item 4: a secret kept in a file (`file:/PATH`, e.g. a systemd credential) is
+    /// rotated by rewriting the file and sending SIGHUP, with no change to the configuration.
+    @Test func aSecretFileIsReReadOnReload() async throws {
+        let dir = TempDir()
+        let secretFile = dir.path + "/webhook-secret"
+        try (Fixture.secret + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
+        let path = try write(dir, secrets: ["file:" + secretFile])
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        let port = try await server.waitForPort()
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        do {
+            #expect(try await post(http, port: port, secret: Fixture.secret, id: "file-old") == 200)
+            #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "file-new-early") == 401)
+            try (Fixture.otherSecret + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
+            kill(server.process.processIdentifier, SIGHUP)
+            try await waitForLog(server, "configuration reloaded", count: 1)
+            #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "file-new") == 200)
+            #expect(try await post(http, port: port, secret: Fixture.secret, id: "file-old-after") == 401)
+            // A file that disappears fails the reload, naming the file; the running secret stays.
+            try FileManager.default.removeItem(atPath: secretFile)
+            kill(server.process.processIdentifier, SIGHUP)
+            try await waitForLog(server, "reload failed; the running configuration stays", count: 1)
+            #expect(server.stdout.contains(secretFile))
+            #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "file-still") == 200)
+            #expect(!server.stdout.contains("C2FVsBQIhrscChlQIMV") && !server.stdout.contains("MfKQ9r8GKYqrTwjUPD8"))
+        } catch {
+            try await http.shutdown()
+            throw error
+        }
+        try await http.shutdown()
+        server.kill(SIGTERM)
+    }
 }
 
 import Logging

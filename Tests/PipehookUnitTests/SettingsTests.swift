@@ -1,3 +1,4 @@
+import Foundation
 import PipehookLifecycle
 import PipehookSignature
 @testable import PipehookSettings
@@ -84,6 +85,38 @@ import Testing
         env["PIPEVIDEO_API_KEY"] = nil
         let found = problems(Self.specExample, environment: env)
         #expect(found == [ConfigProblem(path: "api.key", message: "environment variable PIPEVIDEO_API_KEY is not set")])
+    }
+
+    /// Issue 12 item 4: `file:/PATH` secrets (systemd credentials) are read when the file is parsed,
+    /// so a reload picks up a rotated file; a problem names the file and never its contents.
+    @Test func secretsMayComeFromFiles() throws {
+        let dir = "/tmp/pipehook-secret-files-\(getpid())"
+        try? FileManager.default.removeItem(atPath: dir)
+        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n".write(toFile: dir + "/webhook", atomically: true, encoding: .utf8)
+        try "  token-from-a-file-0123456789\n".write(toFile: dir + "/admin", atomically: true, encoding: .utf8)
+        try "\n".write(toFile: dir + "/empty", atomically: true, encoding: .utf8)
+        let yaml = """
+            admin_token: "file:\(dir)/admin"
+            sources: {pipevideo: {secrets: ["file:${SECRETS_DIR}/webhook"]}}
+            """
+        let settings = try SettingsParser.parse(yaml: yaml, environment: ["SECRETS_DIR": dir])
+        #expect(settings.adminToken == "token-from-a-file-0123456789")
+        #expect(settings.sources[0].secrets == [try SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")])
+
+        let bad = """
+            admin_token: "file:\(dir)/missing"
+            gateway: {tokens: ["file:relative/path"]}
+            api: {key: "file:\(dir)/empty"}
+            sources: {pipevideo: {format: pipevideo, secrets: ["file:\(dir)/admin"]}}
+            """
+        let found = problems(bad, environment: [:])
+        #expect(found.contains(ConfigProblem(path: "admin_token", message: "cannot read the secret file \(dir)/missing (missing or not readable by this user)")), "\(found)")
+        #expect(found.contains(ConfigProblem(path: "gateway.tokens[0]", message: "file: needs an absolute path (file:/run/credentials/…)")), "\(found)")
+        #expect(found.contains(ConfigProblem(path: "api.key", message: "the secret file \(dir)/empty is empty")), "\(found)")
+        #expect(found.contains(ConfigProblem(path: "sources.pipevideo.secrets[0]", message: "is not a whsec_ secret (base64 after the whsec_ prefix)")), "\(found)")
+        #expect(!found.description.contains("token-from-a-file"), "a file's contents never reach a message")
     }
 
     @Test func everyProblemIsReportedWithItsPath() {
