@@ -236,8 +236,19 @@ struct Reader {
             problem(path, "file: needs an absolute path (file:/run/credentials/…)")
             return nil
         }
-        guard let data = FileManager.default.contents(atPath: file) else {
+        // A regular file of a secret's size: never a device or a FIFO that would block the reload.
+        let attributes = try? FileManager.default.attributesOfItem(atPath: file)
+        if let type = attributes?[.type] as? FileAttributeType, type != .typeRegular {
+            problem(path, "the secret file \(file) is not a regular file")
+            return nil
+        }
+        guard let handle = FileHandle(forReadingAtPath: file), let data = try? handle.read(upToCount: Self.maxSecretFileBytes + 1) ?? Data() else {
             problem(path, "cannot read the secret file \(file) (missing or not readable by this user)")
+            return nil
+        }
+        try? handle.close()
+        guard data.count <= Self.maxSecretFileBytes else {
+            problem(path, "the secret file \(file) is larger than \(Self.maxSecretFileBytes) bytes")
             return nil
         }
         guard let contents = String(data: data, encoding: .utf8) else {
@@ -253,6 +264,7 @@ struct Reader {
     }
 
     static let filePrefix = "file:"
+    static let maxSecretFileBytes = 65_536
 
     /// A list of `secret`s.
     mutating func secretList(_ node: Node, _ path: String) -> [String]? {

@@ -109,13 +109,14 @@ import Testing
             admin_token: "file:\(dir)/missing"
             gateway: {tokens: ["file:relative/path"]}
             api: {key: "file:\(dir)/empty"}
-            sources: {pipevideo: {format: pipevideo, secrets: ["file:\(dir)/admin"]}}
+            sources: {pipevideo: {format: pipevideo, secrets: ["file:\(dir)/admin"]}, other: {secrets: ["file:/dev/zero"]}}
             """
         let found = problems(bad, environment: [:])
         #expect(found.contains(ConfigProblem(path: "admin_token", message: "cannot read the secret file \(dir)/missing (missing or not readable by this user)")), "\(found)")
         #expect(found.contains(ConfigProblem(path: "gateway.tokens[0]", message: "file: needs an absolute path (file:/run/credentials/…)")), "\(found)")
         #expect(found.contains(ConfigProblem(path: "api.key", message: "the secret file \(dir)/empty is empty")), "\(found)")
         #expect(found.contains(ConfigProblem(path: "sources.pipevideo.secrets[0]", message: "is not a whsec_ secret (base64 after the whsec_ prefix)")), "\(found)")
+        #expect(found.contains(ConfigProblem(path: "sources.other.secrets[0]", message: "the secret file /dev/zero is not a regular file")), "\(found)")
         #expect(!found.description.contains("token-from-a-file"), "a file's contents never reach a message")
     }
 
