@@ -128,6 +128,15 @@ import Testing
         let plan = IngestRules.plan([Self.delivery("m1", composed, .queued), Self.delivery("m2", decomposed, .completed)], facts: IngestFacts(now: 0))
         #expect(plan.generations.count == 2 && plan.events.map(\.transition) == [.applied, .applied])
     }
+
+    @Test(arguments: [
+        ("", "", true), ("a", "a", true), ("gén", "ge\u{301}n", false), ("ab", "ac", false), ("ab", "abc", false),
+        ("", "a", false), (String(repeating: "x", count: 300), String(repeating: "x", count: 300), true), ("a\u{0}b", "a\u{0}c", false),
+    ])
+    func sameBytes(a: String, b: String, same: Bool) {
+        #expect(a.sameBytes(as: b) == same && b.sameBytes(as: a) == same)
+        #expect(a.sameBytes(as: b) == Array(a.utf8).elementsEqual(Array(b.utf8)))
+    }
 }
 
 /// The event stream's resume point (issue 11): never past a number that may still commit.
