@@ -137,7 +137,7 @@ extension PostgresStore {
 
     /// Byte order, the order every instance inserts delivery ids in (no two wait for each other).
     static func byBytes(_ a: MessageKey, _ b: MessageKey) -> Bool {
-        if !a.source.utf8.elementsEqual(b.source.utf8) { return a.source.utf8.lexicographicallyPrecedes(b.source.utf8) }
+        if !a.source.sameBytes(as: b.source) { return a.source.utf8.lexicographicallyPrecedes(b.source.utf8) }
         return a.id.utf8.lexicographicallyPrecedes(b.id.utf8)
     }
 }

@@ -236,9 +236,10 @@ struct Reader {
             problem(path, "file: needs an absolute path (file:/run/credentials/…)")
             return nil
         }
-        // A regular file of a secret's size: never a device or a FIFO that would block the reload.
-        let attributes = try? FileManager.default.attributesOfItem(atPath: file)
-        if let type = attributes?[.type] as? FileAttributeType, type != .typeRegular {
+        // A regular file (through any symbolic links) of a secret's size: never a device or a FIFO
+        // that would block the reload.
+        var info = stat()
+        if stat(file, &info) == 0, info.st_mode & S_IFMT != S_IFREG {
             problem(path, "the secret file \(file) is not a regular file")
             return nil
         }
@@ -266,21 +267,13 @@ struct Reader {
     static let filePrefix = "file:"
     static let maxSecretFileBytes = 65_536
 
-    /// A list of `secret`s.
-    mutating func secretList(_ node: Node, _ path: String) -> [String]? {
+    /// A list of non-empty strings; with `secrets`, each item read as `secretText`.
+    mutating func stringList(_ node: Node, _ path: String, secrets: Bool = false) -> [String]? {
         guard let items = sequence(node, path) else { return nil }
         var out: [String] = []
         for (index, item) in items.enumerated() {
-            if let value = secretText(item, "\(path)[\(index)]") { out.append(value) }
-        }
-        return out.count == items.count ? out : nil
-    }
-
-    mutating func stringList(_ node: Node, _ path: String) -> [String]? {
-        guard let items = sequence(node, path) else { return nil }
-        var out: [String] = []
-        for (index, item) in items.enumerated() {
-            if let value = nonEmptyString(item, "\(path)[\(index)]") { out.append(value) }
+            let itemPath = "\(path)[\(index)]"
+            if let value = secrets ? secretText(item, itemPath) : nonEmptyString(item, itemPath) { out.append(value) }
         }
         return out.count == items.count ? out : nil
     }
@@ -349,7 +342,7 @@ struct Reader {
             problem(tokensPath, "is required (Bearer tokens of the applications that may use the gateway)")
             return nil
         }
-        guard let tokens = secretList(node, tokensPath) else { return nil }
+        guard let tokens = stringList(node, tokensPath, secrets: true) else { return nil }
         var ok = true
         for (index, token) in tokens.enumerated() where token.utf8.count < 16 {
             problem("\(tokensPath)[\(index)]", "must be at least 16 characters")
@@ -457,7 +450,7 @@ struct Reader {
         }
         var secrets: [SigningSecret]?
         let secretsPath = Self.join(path, "secrets")
-        if let node = values["secrets"], let texts = secretList(node, secretsPath) {
+        if let node = values["secrets"], let texts = stringList(node, secretsPath, secrets: true) {
             if texts.isEmpty { problem(secretsPath, "at least one secret is required") }
             var parsed: [SigningSecret] = []
             for (index, text) in texts.enumerated() {

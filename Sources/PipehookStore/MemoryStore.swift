@@ -170,11 +170,11 @@ public final class MemoryStore: Storage {
 
     public func generations(withID id: String) async throws(StoreError) -> [GenerationDetail] {
         state.withLock { state in
-            state.generations.values.filter { $0.generationID.utf8.elementsEqual(id.utf8) }
+            state.generations.values.filter { $0.generationID.sameBytes(as: id) }
                 .sorted { $0.source.utf8.lexicographicallyPrecedes($1.source.utf8) }
                 .map { generation in
                     let timeline = state.events.values
-                        .filter { $0.event.source == generation.source && $0.event.generationID.utf8.elementsEqual(id.utf8) }
+                        .filter { $0.event.source == generation.source && $0.event.generationID.sameBytes(as: id) }
                         .sorted { $0.seq < $1.seq }
                         .map { row in
                             TimelineEntry(
@@ -263,7 +263,7 @@ public final class MemoryStore: Storage {
 
     public func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [RoutePin], at: Int64) async throws(StoreError) -> [JobRecord] {
         let events = state.withLock { state in
-            state.events.values.filter { $0.event.eventID.utf8.elementsEqual(eventID.utf8) && (source == nil || $0.event.source == source) }
+            state.events.values.filter { $0.event.eventID.sameBytes(as: eventID) && (source == nil || $0.event.source == source) }
                 .sorted { $0.seq < $1.seq }.map(\.event)
         }
         let event = try ReplayRules.event(events, eventID: eventID)
@@ -367,7 +367,7 @@ public final class MemoryStore: Storage {
 
     public func jobs(generationID: String, source: String) async throws(StoreError) -> [JobRecord] {
         state.withLock { state in
-            state.jobs.values.map(\.job).filter { $0.generationID.utf8.elementsEqual(generationID.utf8) && $0.source == source }
+            state.jobs.values.map(\.job).filter { $0.generationID.sameBytes(as: generationID) && $0.source == source }
                 .sorted { ($0.createdAt, $0.route) < ($1.createdAt, $1.route) }
         }
     }
@@ -482,7 +482,7 @@ public final class MemoryStore: Storage {
 
     public func polling(generationID: String) async throws(StoreError) -> [PollRecord] {
         state.withLock { state in
-            state.polls.values.map(\.poll).filter { $0.generationID.utf8.elementsEqual(generationID.utf8) }
+            state.polls.values.map(\.poll).filter { $0.generationID.sameBytes(as: generationID) }
                 .sorted { $0.source.utf8.lexicographicallyPrecedes($1.source.utf8) }
         }
     }

@@ -32,6 +32,19 @@ import Testing
         return Int(response.status.code)
     }
 
+    /// Starts `serve` on `path` and runs `body` with it, its port and a client that is always shut
+    /// down; the server is stopped with SIGTERM when `body` succeeds (killed by its deinit otherwise).
+    func serving(_ path: String, in dir: TempDir, _ body: (RunningPipehook, Int, HTTPClient) async throws -> Void) async throws {
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        let port = try await server.waitForPort()
+        let http = HTTPClient(eventLoopGroupProvider: .singleton)
+        let result: Result<Void, any Error>
+        do { result = .success(try await body(server, port, http)) } catch { result = .failure(error) }
+        try await http.shutdown()
+        try result.get()
+        server.kill(SIGTERM)
+    }
+
     func waitForLog(_ server: RunningPipehook, _ message: String, count: Int) async throws {
         let deadline = Date().addingTimeInterval(15)
         while server.stdout.components(separatedBy: "\"msg\":\"\(message)\"").count - 1 < count {
@@ -43,10 +56,7 @@ import Testing
     @Test func reloadSwapsSecretsWithoutFailingRequests() async throws {
         let dir = TempDir()
         let path = try write(dir, secrets: [Fixture.secret])
-        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
-        let port = try await server.waitForPort()
-        let http = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
+        try await serving(path, in: dir) { server, port, http in
             #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "before") == 401)
             // Load with the old secret while the file gains the new one and SIGHUP arrives.
             let statuses = try await withThrowingTaskGroup(of: Int.self) { group in
@@ -77,12 +87,7 @@ import Testing
             #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "still") == 200)
             #expect(server.process.isRunning)
             #expect(!server.stdout.contains("C2FVsBQIhrscChlQIMV") && !server.stdout.contains("MfKQ9r8GKYqrTwjUPD8"))
-        } catch {
-            try await http.shutdown()
-            throw error
         }
-        try await http.shutdown()
-        server.kill(SIGTERM)
     }
 
     /// Issue 12 item 4: a secret kept in a file (`file:/PATH`, e.g. a systemd credential) is
@@ -92,10 +97,7 @@ import Testing
         let secretFile = dir.path + "/webhook-secret"
         try (Fixture.secret + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
         let path = try write(dir, secrets: ["file:" + secretFile])
-        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
-        let port = try await server.waitForPort()
-        let http = HTTPClient(eventLoopGroupProvider: .singleton)
-        do {
+        try await serving(path, in: dir) { server, port, http in
             #expect(try await post(http, port: port, secret: Fixture.secret, id: "file-old") == 200)
             #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "file-new-early") == 401)
             try (Fixture.otherSecret + "\n").write(toFile: secretFile, atomically: true, encoding: .utf8)
@@ -110,12 +112,7 @@ import Testing
             #expect(server.stdout.contains(secretFile))
             #expect(try await post(http, port: port, secret: Fixture.otherSecret, id: "file-still") == 200)
             #expect(!server.stdout.contains("C2FVsBQIhrscChlQIMV") && !server.stdout.contains("MfKQ9r8GKYqrTwjUPD8"))
-        } catch {
-            try await http.shutdown()
-            throw error
         }
-        try await http.shutdown()
-        server.kill(SIGTERM)
     }
 }
 

@@ -99,11 +99,14 @@ import Testing
         try "\n".write(toFile: dir + "/empty", atomically: true, encoding: .utf8)
         let yaml = """
             admin_token: "file:\(dir)/admin"
-            sources: {pipevideo: {secrets: ["file:${SECRETS_DIR}/webhook"]}}
+            sources: {pipevideo: {secrets: ["file:${SECRETS_DIR}/webhook"]}, linked: {secrets: ["file:\(dir)/link"]}}
             """
+        // A symbolic link to a regular file is read through (credentials are often linked).
+        try FileManager.default.createSymbolicLink(atPath: dir + "/link", withDestinationPath: dir + "/webhook")
         let settings = try SettingsParser.parse(yaml: yaml, environment: ["SECRETS_DIR": dir])
         #expect(settings.adminToken == "token-from-a-file-0123456789")
-        #expect(settings.sources[0].secrets == [try SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")])
+        #expect(settings.sources.first { $0.name == "pipevideo" }?.secrets == [try SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")])
+        #expect(settings.sources.first { $0.name == "linked" }?.secrets == [try SigningSecret("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")])
 
         let bad = """
             admin_token: "file:\(dir)/missing"
