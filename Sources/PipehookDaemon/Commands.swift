@@ -13,28 +13,35 @@ import PipehookStore
 public enum Commands {
     // MARK: check-config
 
-    /// Returns the report to print and whether the configuration is valid.
-    public static func checkConfig(path: String?) -> (text: String, ok: Bool) {
+    /// Returns the report to print and whether the configuration is valid: every problem of the
+    /// file, and, once it parses, every problem it would meet on this machine (TLS files, handler
+    /// commands, folders to write).
+    public static func checkConfig(path: String?, environment: [String: String] = ProcessInfo.processInfo.environment) -> (text: String, ok: Bool) {
+        let location = path ?? SettingsLoader.defaultPath
+        let loaded: SettingsLoader.Loaded
         do {
-            let loaded = try SettingsLoader.load(configPath: path, createSecret: false)
-            let settings = loaded.settings
-            let where_: String
-            switch loaded.origin {
-            case .file(let file): where_ = file
-            case .builtInDefaults: where_ = "built-in defaults (no \(SettingsLoader.defaultPath))"
-            }
-            if let tls = settings.tls {
-                do { try Daemon.validateTLS(tls) } catch {
-                    return ("configuration \(path ?? SettingsLoader.defaultPath) has 1 problem(s):\n  \(error)", false)
-                }
-            }
-            let steps = settings.routes.reduce(0) { $0 + $1.steps.count }
-            return ("configuration OK: \(where_): \(settings.sources.count) source(s), \(settings.routes.count) route(s), \(steps) step(s), listening on \(settings.listen)", true)
+            loaded = try SettingsLoader.load(configPath: path, environment: environment, createSecret: false)
         } catch {
-            let location = path ?? SettingsLoader.defaultPath
-            let lines = error.problems.map { "  \($0)" }.joined(separator: "\n")
-            return ("configuration \(location) has \(error.problems.count) problem(s):\n\(lines)", false)
+            return (report(location, error.problems.map(\.description)), false)
         }
+        let settings = loaded.settings
+        var problems: [String] = []
+        if let tls = settings.tls {
+            do { try Daemon.validateTLS(tls) } catch { problems.append(String(describing: error)) }
+        }
+        problems += ConfigChecks.machineProblems(settings, environment: environment).map(\.description)
+        guard problems.isEmpty else { return (report(location, problems), false) }
+        let where_: String
+        switch loaded.origin {
+        case .file(let file): where_ = file
+        case .builtInDefaults: where_ = "built-in defaults (no \(SettingsLoader.defaultPath))"
+        }
+        let steps = settings.routes.reduce(0) { $0 + $1.steps.count }
+        return ("configuration OK: \(where_): \(settings.sources.count) source(s), \(settings.routes.count) route(s), \(steps) step(s), listening on \(settings.listen)", true)
+    }
+
+    private static func report(_ location: String, _ problems: [String]) -> String {
+        "configuration \(location) has \(problems.count) problem(s):\n" + problems.map { "  \($0)" }.joined(separator: "\n")
     }
 
     // MARK: status / generations

@@ -54,6 +54,11 @@ public enum Daemon {
     /// Opens the configured store for a CLI command (read-write and migrated unless `readOnly`).
     /// A PostgreSQL store keeps its client running until the process exits.
     public static func openStore(_ settings: Settings, readOnly: Bool = false) async throws -> any Storage {
+        try await openStore(settings.storeSettings, readOnly: readOnly)
+    }
+
+    /// As above, from only the keys that locate the store.
+    public static func openStore(_ settings: StoreSettings, readOnly: Bool = false) async throws -> any Storage {
         // Commands report failures through what they throw; their stdout is for their output.
         let quiet = Logger(label: "pipehook", factory: { _ in SwiftLogNoOpLogHandler() })
         return try await openStore(settings, readOnly: readOnly, daemon: false, logger: quiet).store
@@ -68,7 +73,7 @@ public enum Daemon {
         var shared: PostgresStore?
     }
 
-    static func openStore(_ settings: Settings, readOnly: Bool, daemon: Bool, logger: Logger) async throws -> OpenedStore {
+    static func openStore(_ settings: StoreSettings, readOnly: Bool, daemon: Bool, logger: Logger) async throws -> OpenedStore {
         switch settings.store {
         case .sqlite(let path):
             var options = SQLiteStore.Options()
@@ -164,9 +169,11 @@ public enum Daemon {
     /// `pipehook serve`: runs until SIGTERM/SIGINT, then drains in-flight requests.
     public static func serve(_ loaded: SettingsLoader.Loaded, logger: Logger, logControl: LogControl? = nil) async throws {
         let settings = loaded.settings
-        let server = try serverBuilder(settings: settings)
+        let credentials = try settings.tls.map { TLSCredentials(try tlsPair($0)) }
+        let server = try serverBuilder(settings: settings, credentials: credentials)
+        let notifier = SystemdNotifier()
         try FileManager.default.createDirectory(atPath: settings.dataDir, withIntermediateDirectories: true)
-        let opened = try await openStore(settings, readOnly: false, daemon: true, logger: logger)
+        let opened = try await openStore(settings.storeSettings, readOnly: false, daemon: true, logger: logger)
         let store = opened.store, storeServices = opened.services
         switch loaded.origin {
         case .file(let path):
@@ -238,6 +245,7 @@ public enum Daemon {
         let retentionWindows = RetentionWindows(dedupWindowSeconds: settings.dedupWindowSeconds, retentionSeconds: settings.retentionSeconds)
         let reload = ReloadService(
             configPath: configPath, initial: settings, intake: intakeBox, routes: routeTable, logControl: logControl, logger: logger,
+            tls: credentials, notifier: notifier,
             onReload: { next in
                 retentionWindows.update(next)
                 if let nextAPI = next.api { await api?.update(nextAPI) }
@@ -263,7 +271,7 @@ public enum Daemon {
             services: (storeServices + [dispatcher] + (reconcilerService.map { [$0] } ?? []) + [
                 reload,
                 RetentionService(store: store, windows: retentionWindows, logger: logger),
-            ]).map { Essential(service: $0) },
+            ] + (notifier.isActive ? [SystemdStoppingService(notifier: notifier)] : [])).map { Essential(service: $0) },
             logger: logger,
             metrics: telemetry, intakeConfiguration: intakeBox, server: server, onJobsCreated: { dispatcher.notify() }, track: track,
             api: api,
@@ -273,6 +281,7 @@ public enum Daemon {
                     "sources": .array(settings.sources.map { .string($0.name) }),
                     "routes": .array(settings.routes.map { .string($0.name) }),
                 ])
+                notifier.ready(status: "listening on \(settings.listen.host):\(port)")
             }
         )
         do {

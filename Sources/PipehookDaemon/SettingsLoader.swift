@@ -26,17 +26,35 @@ public enum SettingsLoader {
     ) throws(ConfigError) -> Loaded {
         let path = configPath ?? defaultPath
         if configPath != nil || FileManager.default.fileExists(atPath: path) {
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw ConfigError([ConfigProblem(path: "", message: "cannot read configuration file \(path)")])
-            }
-            guard let text = String(data: data, encoding: .utf8) else {
-                throw ConfigError([ConfigProblem(path: "", message: "\(path) is not UTF-8 text")])
-            }
             // Relative paths resolve against the working directory, like the defaults.
-            let settings = try SettingsParser.parse(yaml: text, environment: environment)
+            let settings = try SettingsParser.parse(yaml: try text(path), environment: environment)
             return Loaded(settings: settings, origin: .file(path))
         }
         return try builtInDefaults(environment: environment, createSecret: createSecret)
+    }
+
+    /// Only what locates the store, for commands that read it (`status`, `generations`, `jobs`):
+    /// the file's `data_dir`/`store`/`store_timeout`, or the built-in defaults' store when there
+    /// is no file. Secrets are neither needed nor read.
+    public static func loadStore(
+        configPath: String?, environment: [String: String] = ProcessInfo.processInfo.environment
+    ) throws(ConfigError) -> StoreSettings {
+        let path = configPath ?? defaultPath
+        guard configPath != nil || FileManager.default.fileExists(atPath: path) else {
+            return SettingsParser.builtInDefaults(secret: SigningSecret(key: [0])).storeSettings
+        }
+        return try SettingsParser.parseStore(yaml: try text(path), environment: environment)
+    }
+
+    /// The configuration file's text.
+    static func text(_ path: String) throws(ConfigError) -> String {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ConfigError([ConfigProblem(path: "", message: "cannot read configuration file \(path)")])
+        }
+        guard let text = String(data: data, encoding: .utf8) else {
+            throw ConfigError([ConfigProblem(path: "", message: "\(path) is not UTF-8 text")])
+        }
+        return text
     }
 
     static func builtInDefaults(environment: [String: String], createSecret: Bool) throws(ConfigError) -> Loaded {

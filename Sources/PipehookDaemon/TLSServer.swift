@@ -5,6 +5,32 @@ import HummingbirdTLS
 import NIOSSL
 import PipehookHTTP
 import PipehookSettings
+import Synchronization
+
+/// The certificate chain and key that new TLS handshakes use. A `SIGHUP` that reads a valid pair
+/// replaces both at once (a handshake sees the old pair or the new one, never a mix); connections
+/// already open keep theirs.
+public final class TLSCredentials: Sendable {
+    public struct Pair: Sendable {
+        var chain: [NIOSSLCertificate]
+        var key: NIOSSLPrivateKey
+    }
+
+    private let pair: Mutex<Pair>
+
+    init(_ pair: Pair) { self.pair = Mutex(pair) }
+
+    func replace(_ next: Pair) { pair.withLock { $0 = next } }
+
+    /// Asked once per client hello.
+    var override: NIOSSLContextConfigurationOverride {
+        let current = pair.withLock { $0 }
+        var override = NIOSSLContextConfigurationOverride()
+        override.certificateChain = current.chain.map { .certificate($0) }
+        override.privateKey = .privateKey(current.key)
+        return override
+    }
+}
 
 extension Daemon {
     /// The HTTP/1.1 server builder: plain, or TLS when `settings.tls` is set.
@@ -13,37 +39,55 @@ extension Daemon {
     /// `tls` block stops `serve` with a message naming `tls.cert` / `tls.key` and the path.
     /// Messages never contain key material.
     public static func serverBuilder(settings: Settings) throws -> HTTPServerBuilder {
+        try serverBuilder(settings: settings, credentials: nil)
+    }
+
+    /// As above; with TLS, the handshakes take their pair from `credentials` (when given), so a
+    /// reload can replace it without reopening the listener.
+    static func serverBuilder(settings: Settings, credentials: TLSCredentials?) throws -> HTTPServerBuilder {
         // The read timeout lives in the inner HTTP/1 channel, so it applies under TLS as well.
         let http1 = HTTPRoutes.server(limits: settings.connectionLimits)
         guard let tls = settings.tls else { return http1 }
-        return try .tls(http1, tlsConfiguration: tlsConfiguration(tls))
+        var configuration = try tlsConfiguration(tls)
+        if let credentials {
+            configuration.sslContextCallback = { _, promise in promise.succeed(credentials.override) }
+        }
+        return try .tls(http1, tlsConfiguration: configuration)
     }
 
     /// Loads and checks the `tls` files without opening a listener (for `check-config`).
     public static func validateTLS(_ tls: TLSFiles) throws {
-        _ = try tlsConfiguration(tls)
+        _ = try tlsPair(tls)
     }
 
     /// Server TLS configuration (TLS 1.2 minimum) from the PEM files, with every problem reported
     /// as a `CommandFailure`.
     static func tlsConfiguration(_ tls: TLSFiles) throws -> TLSConfiguration {
-        let chain = try loadCertificateChain(tls.certificatePath)
-        let key = try loadPrivateKey(tls.keyPath)
+        serverConfiguration(try tlsPair(tls))
+    }
+
+    private static func serverConfiguration(_ pair: TLSCredentials.Pair) -> TLSConfiguration {
         var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: chain.map { .certificate($0) },
-            privateKey: .privateKey(key)
+            certificateChain: pair.chain.map { .certificate($0) },
+            privateKey: .privateKey(pair.key)
         )
         configuration.minimumTLSVersion = .tlsv12
+        return configuration
+    }
+
+    /// The chain and key from the PEM files, checked to belong together.
+    static func tlsPair(_ tls: TLSFiles) throws -> TLSCredentials.Pair {
+        let pair = TLSCredentials.Pair(chain: try loadCertificateChain(tls.certificatePath), key: try loadPrivateKey(tls.keyPath))
         // Building a context is what makes BoringSSL check that the key belongs to the leaf
         // certificate (and that the key type is usable); do it now rather than at first bind.
         do {
-            _ = try NIOSSLContext(configuration: configuration)
+            _ = try NIOSSLContext(configuration: serverConfiguration(pair))
         } catch {
             throw CommandFailure(
                 "tls.key: the private key in \(tls.keyPath) does not match the certificate in \(tls.certificatePath) (tls.cert)"
             )
         }
-        return configuration
+        return pair
     }
 
     private static func loadCertificateChain(_ path: String) throws -> [NIOSSLCertificate] {

@@ -299,3 +299,24 @@ extension StoreLocation: CustomStringConvertible, CustomDebugStringConvertible, 
     public var debugDescription: String { description }
     public var customMirror: Mirror { Mirror(self, children: ["location": description]) }
 }
+
+/// What a command that only reads or edits the store needs: `status`, `generations` and `jobs`
+/// run with only this, so they work without the webhook secrets (which may live in an
+/// environment only the daemon has).
+public struct StoreSettings: Sendable, Equatable {
+    public var dataDir: String
+    public var store: StoreLocation
+    public var storeTimeoutMilliseconds: Int64
+
+    public init(dataDir: String, store: StoreLocation, storeTimeoutMilliseconds: Int64 = 5_000) {
+        self.dataDir = dataDir
+        self.store = store
+        self.storeTimeoutMilliseconds = storeTimeoutMilliseconds
+    }
+}
+
+extension Settings {
+    public var storeSettings: StoreSettings {
+        StoreSettings(dataDir: dataDir, store: store, storeTimeoutMilliseconds: storeTimeoutMilliseconds)
+    }
+}

@@ -40,6 +40,23 @@ public enum SettingsParser {
         throw ConfigError(reader.problems.isEmpty ? [ConfigProblem(path: "", message: "invalid configuration")] : reader.problems)
     }
 
+    /// Only the keys that locate the store (`data_dir`, `store`, `store_timeout`), with their
+    /// defaults: every other key, its problems and its `${VAR}`s are left unread.
+    public static func parseStore(yaml text: String, environment: [String: String]) throws(ConfigError) -> StoreSettings {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            throw ConfigError([ConfigProblem(path: "", message: "not valid YAML: \(describe(error))")])
+        } catch {
+            throw ConfigError([ConfigProblem(path: "", message: "not valid YAML")])
+        }
+        var reader = Reader(environment: environment)
+        let settings = reader.storeSettings(root ?? Node.mapping(.init([])))
+        if let settings, reader.problems.isEmpty { return settings }
+        throw ConfigError(reader.problems.isEmpty ? [ConfigProblem(path: "", message: "invalid configuration")] : reader.problems)
+    }
+
     /// Rebuilds the route a job was pinned to from its stored `definition`, with `${VAR}` taken
     /// from `environment` now (so a rotated secret applies to jobs already queued).
     /// A literal post secret is stored only as its fingerprint; `secrets` (fingerprint → text, from
@@ -69,7 +86,7 @@ public enum SettingsParser {
 
     /// The configuration `serve` runs on when no file exists (SPEC §6).
     public static func builtInDefaults(secret: SigningSecret) -> Settings {
-        let dataDir = "./pipehook-data"
+        let dataDir = Reader.defaultDataDir
         // Parsed like a file's route, so it is pinned the same way.
         var reader = Reader(environment: [:])
         let archive = reader.route(
@@ -280,6 +297,20 @@ struct Reader {
 
     // MARK: sections
 
+    /// The store's keys read as `settings` reads them (one definition of their defaults).
+    mutating func storeSettings(_ root: Node) -> StoreSettings? {
+        guard let entries = mapping(root, "") else { return nil }
+        let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
+        let dataDir = values["data_dir"].flatMap { nonEmptyString($0, "data_dir") } ?? Self.defaultDataDir
+        let store = values["store"].map { storeLocation($0, "store") } ?? .sqlite(path: "\(dataDir)/pipehook.sqlite")
+        let storeTimeout = values["store_timeout"].map { milliseconds($0, "store_timeout", minimum: 100) } ?? 5_000
+        if let storeTimeout, storeTimeout > 60_000 { problem("store_timeout", "must be at most 60s") }
+        guard let store, let storeTimeout else { return nil }
+        return StoreSettings(dataDir: dataDir, store: store, storeTimeoutMilliseconds: storeTimeout)
+    }
+
+    static let defaultDataDir = "./pipehook-data"
+
     mutating func settings(_ root: Node) -> Settings? {
         let top: Set<String> = [
             "listen", "data_dir", "store", "max_body_bytes", "dedup_window", "retention", "read_timeout",
@@ -290,8 +321,7 @@ struct Reader {
         let values = Dictionary(entries, uniquingKeysWith: { first, _ in first })
 
         let listen = values["listen"].map { listenAddress($0, "listen") } ?? ListenAddress(host: "127.0.0.1", port: 8787)
-        let dataDir = values["data_dir"].flatMap { nonEmptyString($0, "data_dir") } ?? "./pipehook-data"
-        let store = values["store"].map { storeLocation($0, "store") } ?? .sqlite(path: "\(dataDir)/pipehook.sqlite")
+        let located = storeSettings(root)
         let maxBody = values["max_body_bytes"].map { bytes($0, "max_body_bytes").map(Int.init) } ?? (1 << 20)
         if let maxBody, maxBody > 64 << 20 { problem("max_body_bytes", "must be at most 64MiB") }
         let dedup = values["dedup_window"].map { seconds($0, "dedup_window", minimum: 60) } ?? 7 * 86_400
@@ -312,22 +342,20 @@ struct Reader {
         let routes = values["routes"].map { routeList($0, "routes", globalRetry: retry ?? .standard) } ?? []
         let lease = values["lease"].map { milliseconds($0, "lease", minimum: 1_000) } ?? 60_000
         let maxConnections = values["max_connections"].map { int($0, "max_connections", range: 1...1_000_000) } ?? 2048
-        let storeTimeout = values["store_timeout"].map { milliseconds($0, "store_timeout", minimum: 100) } ?? 5_000
-        if let storeTimeout, storeTimeout > 60_000 { problem("store_timeout", "must be at most 60s") }
         let gatewayTokens = values["gateway"].map { gatewayTokenList($0, "gateway") } ?? []
         if values["gateway"] != nil, api == nil, values["api"] == nil {
             problem("gateway", "needs the `api` section: the gateway creates and cancels through the Pipevideo API")
         }
 
-        guard let listen, let store, let maxBody, let dedup, let retention, let readTimeout, let logFormat,
-              let logLevel, let sources, let retry, let routes, let lease, let maxConnections, let storeTimeout, let gatewayTokens
+        guard let listen, let located, let maxBody, let dedup, let retention, let readTimeout, let logFormat,
+              let logLevel, let sources, let retry, let routes, let lease, let maxConnections, let gatewayTokens
         else { return nil }
         var settings = Settings(
-            listen: listen, dataDir: dataDir, store: store, maxBodyBytes: maxBody,
+            listen: listen, dataDir: located.dataDir, store: located.store, maxBodyBytes: maxBody,
             dedupWindowSeconds: dedup, retentionSeconds: retention, readTimeoutMilliseconds: readTimeout,
             logFormat: logFormat, logLevel: logLevel, adminToken: adminToken, tls: tls, sources: sources,
             api: api, retry: retry, leaseMilliseconds: lease, maxConnections: maxConnections,
-            storeTimeoutMilliseconds: storeTimeout, routes: routes
+            storeTimeoutMilliseconds: located.storeTimeoutMilliseconds, routes: routes
         )
         settings.gatewayTokens = gatewayTokens
         return settings

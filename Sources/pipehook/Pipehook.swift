@@ -15,7 +15,7 @@ struct Pipehook: AsyncParsableCommand {
         abstract: "Receive, verify, deduplicate and record Pipevideo generation webhooks.",
         version: PipehookVersion.current,
         subcommands: [
-            Serve.self, CheckConfig.self, Status.self, Generations.self, Jobs.self, Retry.self, Replay.self, Reprocess.self,
+            Serve.self, CheckConfig.self, ConfigCommand.self, Status.self, Generations.self, Jobs.self, Retry.self, Replay.self, Reprocess.self,
             Send.self, Track.self, Submit.self, Cancel.self, Wait.self, Prune.self,
         ]
     )
@@ -49,6 +49,16 @@ struct Pipehook: AsyncParsableCommand {
 struct ConfigOption: ParsableArguments {
     @Option(name: .long, help: "Configuration file (default: ./pipehook.yaml, else built-in defaults).")
     var config: String?
+
+    /// Only the store's keys: for commands that read (or only re-queue) what is stored, so
+    /// they run without the webhook secrets.
+    func loadStore() throws -> StoreSettings {
+        do {
+            return try SettingsLoader.loadStore(configPath: config)
+        } catch {
+            throw CommandFailure("invalid configuration:\n" + error.problems.map { "  \($0)" }.joined(separator: "\n"))
+        }
+    }
 
     func load(createSecret: Bool = false) throws -> SettingsLoader.Loaded {
         do {
@@ -85,6 +95,18 @@ struct CheckConfig: AsyncParsableCommand {
     }
 }
 
+struct ConfigCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "config",
+        abstract: "Print the configuration in force (every default filled in, secrets redacted) as JSON."
+    )
+    @OptionGroup var options: ConfigOption
+
+    func run() async throws {
+        write(EffectiveConfiguration.document(try options.load()))
+    }
+}
+
 struct Status: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Show a generation's state and timeline.")
     @OptionGroup var options: ConfigOption
@@ -93,8 +115,7 @@ struct Status: AsyncParsableCommand {
     @Flag(help: "Machine-readable output.") var json = false
 
     func run() async throws {
-        let settings = try options.load().settings
-        let store = try await Daemon.openStore(settings, readOnly: true)
+        let store = try await Daemon.openStore(try options.loadStore(), readOnly: true)
         write(try await Commands.status(generationID: generationID, source: source, store: store, json: json))
     }
 }
@@ -115,8 +136,7 @@ struct Generations: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let settings = try options.load().settings
-        let store = try await Daemon.openStore(settings, readOnly: true)
+        let store = try await Daemon.openStore(try options.loadStore(), readOnly: true)
         write(try await Commands.generations(status: status, limit: limit, store: store, json: json))
     }
 }
@@ -180,7 +200,7 @@ struct Jobs: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try await Daemon.openStore(try options.load().settings, readOnly: true)
+        let store = try await Daemon.openStore(try options.loadStore(), readOnly: true)
         write(try await Commands.jobs(state: state, limit: limit, store: store, json: json))
     }
 }
@@ -196,7 +216,7 @@ struct Retry: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let store = try await Daemon.openStore(try options.load().settings)
+        let store = try await Daemon.openStore(try options.loadStore())
         write(try await Commands.retry(jobID: jobID, allDead: dead, store: store))
     }
 }
@@ -332,8 +352,7 @@ struct Wait: AsyncParsableCommand {
     func validate() throws { _ = try Self.parseTimeout(timeout) }
 
     func run() async throws {
-        let settings = try options.load().settings
-        let store = try await Daemon.openStore(settings, readOnly: true)
+        let store = try await Daemon.openStore(try options.loadStore(), readOnly: true)
         let result = try await Commands.wait(generationID: generationID, source: source, timeout: try Self.parseTimeout(timeout), store: store, json: json)
         write(result.output)
         if result.exit != .completed { throw ExitCode(result.exit.rawValue) }

@@ -218,6 +218,106 @@ func pipehook(_ arguments: [String], directory: String, environment: [String: St
         #expect(noFile.code == 1 && noFile.stdout.contains("cannot read"))
     }
 
+    /// Issue 12: `check-config` reports what parses but would fail at the first event — every
+    /// such problem at once, with its key path.
+    @Test func checkConfigFindsWhatWouldFailLater() async throws {
+        let dir = TempDir()
+        let notExecutable = dir.path + "/handler.sh"
+        try "#!/bin/sh\n".write(toFile: notExecutable, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: notExecutable)
+        let aFile = dir.path + "/plain-file"
+        try "x".write(toFile: aFile, atomically: true, encoding: .utf8)
+        let path = dir.path + "/pipehook.yaml"
+        try Fixture.yaml(dir: dir.path + "/data", extra: """
+            routes:
+              - name: run
+                on: [completed]
+                steps:
+                  - exec: {command: ["\(notExecutable)"]}
+                  - exec: {command: ["no-such-handler-anywhere"]}
+                  - exec: {command: ["/bin/true"]}
+                  - download: {dir: "\(aFile)/videos"}
+                  - download: {dir: "\(dir.path)/archive/new/deep"}
+            """).write(toFile: path, atomically: true, encoding: .utf8)
+        let run = try await pipehook(["check-config", "--config", path], directory: dir.path)
+        #expect(run.code == 1)
+        #expect(run.stdout.contains("has 3 problem(s)"), "\(run.stdout)")
+        #expect(run.stdout.contains("routes[0].steps[0].exec.command[0]: command is not executable by user"), "\(run.stdout)")
+        #expect(run.stdout.contains("routes[0].steps[1].exec.command[0]: command not found: no-such-handler-anywhere"), "\(run.stdout)")
+        #expect(run.stdout.contains("routes[0].steps[3].download.dir: cannot create \(aFile)/videos: \(aFile) is not a folder"), "\(run.stdout)")
+        #expect(!run.stdout.contains("steps[2]") && !run.stdout.contains("steps[4]"), "\(run.stdout)")
+        // Fixed, it passes; nothing was created by the check.
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: notExecutable)
+        let fixed = try String(contentsOfFile: path, encoding: .utf8)
+            .replacingOccurrences(of: "no-such-handler-anywhere", with: "true")
+            .replacingOccurrences(of: "\(aFile)/videos", with: "\(dir.path)/videos")
+        try fixed.write(toFile: path, atomically: true, encoding: .utf8)
+        let ok = try await pipehook(["check-config", "--config", path], directory: dir.path)
+        #expect(ok.code == 0 && ok.stdout.contains("configuration OK"), "\(ok.stdout)")
+        #expect(!FileManager.default.fileExists(atPath: dir.path + "/archive"))
+    }
+
+    /// Issue 12: `pipehook config` shows the configuration in force with every default, and no
+    /// secret: neither a webhook secret, an admin token, a post secret nor a database password.
+    @Test func configPrintsEverythingButSecrets() async throws {
+        let dir = TempDir()
+        let path = dir.path + "/pipehook.yaml"
+        let token = "admin-token-0123456789abcdef"
+        try Fixture.yaml(dir: dir.path + "/data", extra: """
+            admin_token: "\(token)"
+            routes:
+              - name: forward
+                on: [completed, failed]
+                steps:
+                  - post: {url: "https://example.com/hook?token=query-secret-value", secret: "\(Fixture.otherSecret)"}
+                  - exec: {command: ["/bin/true"], env: {API_TOKEN: "env-secret-value"}}
+            """).write(toFile: path, atomically: true, encoding: .utf8)
+        let run = try await pipehook(["config", "--config", path], directory: dir.path)
+        #expect(run.code == 0, "\(run)")
+        let json = try #require(JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(json["lease"] as? String == "60s" && json["store_timeout"] as? String == "5s" && json["max_connections"] as? Int == 2048)
+        let routes = try #require(json["routes"] as? [[String: Any]])
+        #expect(routes.first?["name"] as? String == "forward")
+        for secret in [Fixture.secret, Fixture.otherSecret, token, "query-secret-value", "env-secret-value"] {
+            #expect(!run.stdout.contains(secret), "\(secret) leaked")
+        }
+        for base64 in ["MfKQ9r8GKYqrTwjUPD8", "C2FVsBQIhrscChlQIMV"] { #expect(!run.stdout.contains(base64)) }
+        #expect(run.stdout.contains("<redacted sha256:"))
+
+        // The built-in defaults, route included, when there is no file.
+        let empty = TempDir()
+        let defaults = try await pipehook(["config"], directory: empty.path, environment: ["PIPEHOOK_SECRET": Fixture.secret])
+        #expect(defaults.code == 0, "\(defaults)")
+        #expect(defaults.stdout.contains(#""name" : "archive""#) && defaults.stdout.contains("built-in defaults"), "\(defaults.stdout)")
+        #expect(!defaults.stdout.contains("MfKQ9r8GKYqrTwjUPD8"))
+    }
+
+    /// Issue 12: the read commands need the store, not the secrets an environment file gives
+    /// only the daemon.
+    @Test func readCommandsRunWithoutTheSecrets() async throws {
+        let dir = TempDir()
+        let path = dir.path + "/pipehook.yaml"
+        let withSecret = Fixture.yaml(dir: dir.path + "/data").replacingOccurrences(of: "log_level: warning", with: "log_level: info")
+        try withSecret.write(toFile: path, atomically: true, encoding: .utf8)
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        let port = try await server.waitForPort()
+        let sent = try await pipehook(["send", "--url", "http://127.0.0.1:\(port)/webhooks/pipevideo", "--secret", Fixture.secret, "--status", "completed", "--generation-id", "gen_nosecret"], directory: dir.path)
+        #expect(sent.code == 0, "\(sent)")
+        server.kill(SIGTERM)
+        while server.process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        try withSecret.replacingOccurrences(of: Fixture.secret, with: "${SECRET_ONLY_THE_DAEMON_HAS}")
+            .write(toFile: path, atomically: true, encoding: .utf8)
+        let status = try await pipehook(["status", "gen_nosecret", "--config", path], directory: dir.path)
+        #expect(status.code == 0 && status.stdout.contains("completed"), "\(status)")
+        let generations = try await pipehook(["generations", "--config", path], directory: dir.path)
+        #expect(generations.code == 0 && generations.stdout.contains("gen_nosecret"), "\(generations)")
+        let jobs = try await pipehook(["jobs", "--config", path], directory: dir.path)
+        #expect(jobs.code == 0, "\(jobs)")
+        // A command that needs the secrets still says which one is missing.
+        let serve = try await pipehook(["serve", "--config", path], directory: dir.path)
+        #expect(serve.code == 1 && serve.stderr.contains("SECRET_ONLY_THE_DAEMON_HAS"))
+    }
+
     /// The README quick start: `serve` with no file at all, then `send` with no arguments.
     @Test func builtInDefaultsQuickStart() async throws {
         let dir = TempDir()
@@ -304,10 +404,19 @@ actor AckLog {
 
     @Test func thereAreExamples() { #expect(!Self.examples.isEmpty) }
 
-    /// Every example under config/ passes `pipehook check-config` (secrets from the environment).
+    /// Every example under config/ passes `pipehook check-config` (secrets from the environment),
+    /// its handlers included: the installed paths (`/usr/share/pipehook/handlers`, the data under
+    /// `/var/lib/pipehook`) are read as this checkout's `handlers/` and a fresh folder.
     @Test(arguments: examples)
-    func exampleConfigurationIsValid(_ path: String) async throws {
+    func exampleConfigurationIsValid(_ example: String) async throws {
         let dir = TempDir()
+        let handlers = Self.repository.appendingPathComponent("handlers").path
+        let path = dir.path + "/" + URL(fileURLWithPath: example).lastPathComponent
+        try String(contentsOfFile: example, encoding: .utf8)
+            .replacingOccurrences(of: "/usr/share/pipehook/handlers", with: handlers)
+            .replacingOccurrences(of: "./handlers/", with: handlers + "/")
+            .replacingOccurrences(of: "/var/lib/pipehook", with: dir.path + "/state")
+            .write(toFile: path, atomically: true, encoding: .utf8)
         let env = [
             "PIPEVIDEO_WEBHOOK_SECRET": Fixture.secret, "PIPEVIDEO_API_KEY": "pv_example",
             "OPS_HOOK_SECRET": Fixture.otherSecret, "PIPEHOOK_ADMIN_TOKEN": "an-admin-token-of-some-length",

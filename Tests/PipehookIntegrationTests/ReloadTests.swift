@@ -114,6 +114,121 @@ import Testing
             #expect(!server.stdout.contains("C2FVsBQIhrscChlQIMV") && !server.stdout.contains("MfKQ9r8GKYqrTwjUPD8"))
         }
     }
+
+    /// The SHA-256 fingerprint of the certificate a new TLS handshake with 127.0.0.1:`port` gets,
+    /// through the openssl CLI (a client outside the process under test).
+    func servedFingerprint(port: Int) throws -> String {
+        try shell("openssl s_client -connect 127.0.0.1:\(port) -servername localhost </dev/null 2>/dev/null | openssl x509 -noout -fingerprint -sha256")
+    }
+
+    func fileFingerprint(_ path: String) throws -> String {
+        try shell("openssl x509 -in '\(path)' -noout -fingerprint -sha256")
+    }
+
+    func shell(_ command: String) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", command]
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// SPEC §9: a renewed certificate is picked up by SIGHUP; new handshakes use the new pair,
+    /// and a pair that does not load refuses the reload and keeps the running one.
+    @Test func theTLSCertificateIsReReadOnReload() async throws {
+        let dir = TempDir()
+        let first = try TLSTests.Material(), second = try TLSTests.Material()
+        let cert = dir.path + "/cert.pem", key = dir.path + "/key.pem"
+        func install(_ material: TLSTests.Material) throws {
+            for (from, to) in [(material.certPath, cert), (material.keyPath, key)] {
+                try? FileManager.default.removeItem(atPath: to)
+                try FileManager.default.copyItem(atPath: from, toPath: to)
+            }
+        }
+        try install(first)
+        let path = try write(dir, secrets: [Fixture.secret], extra: #"tls: {cert: "\#(cert)", key: "\#(key)"}"#)
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        let port = try await server.waitForPort()
+        let before = try servedFingerprint(port: port), firstFingerprint = try fileFingerprint(first.certPath)
+        #expect(before.contains("Fingerprint") && before == firstFingerprint, "\(before)")
+
+        try install(second)
+        kill(server.process.processIdentifier, SIGHUP)
+        try await waitForLog(server, "configuration reloaded", count: 1)
+        #expect(!server.stdout.contains("needs_restart"), "\(server.stdout)")
+        let after = try servedFingerprint(port: port), secondFingerprint = try fileFingerprint(second.certPath)
+        #expect(after == secondFingerprint && after != before, "\(after)")
+
+        // A key that belongs to another certificate: the reload is refused, the pair stays.
+        try FileManager.default.removeItem(atPath: key)
+        try FileManager.default.copyItem(atPath: first.keyPath, toPath: key)
+        kill(server.process.processIdentifier, SIGHUP)
+        try await waitForLog(server, "reload failed; the running configuration stays", count: 1)
+        #expect(server.stdout.contains("does not match the certificate"))
+        let kept = try servedFingerprint(port: port)
+        #expect(kept == after)
+        #expect(!server.stdout.contains("PRIVATE KEY"))
+        server.kill(SIGTERM)
+    }
+
+    /// `Type=notify` (SPEC §9): READY once listening, RELOADING then READY around a reload,
+    /// STOPPING as soon as SIGTERM arrives — read from a datagram socket as systemd would.
+    @Test func systemdIsToldReadyReloadingAndStopping() async throws {
+        let dir = TempDir()
+        let socketPath = dir.path + "/notify.sock"
+        let notifications = try NotifySocket(path: socketPath)
+        let path = try write(dir, secrets: [Fixture.secret])
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path, environment: ["NOTIFY_SOCKET": socketPath])
+        _ = try await server.waitForPort()
+        let ready = try await notifications.next()
+        #expect(ready.hasPrefix("READY=1\nSTATUS=listening on 127.0.0.1:"), "\(ready)")
+        kill(server.process.processIdentifier, SIGHUP)
+        let reloading = try await notifications.next()
+        #expect(reloading.hasPrefix("RELOADING=1\nMONOTONIC_USEC="), "\(reloading)")
+        #expect(try await notifications.next() == "READY=1\nSTATUS=configuration reloaded")
+        server.kill(SIGTERM)
+        #expect(try await notifications.next().hasPrefix("STOPPING=1"))
+        while server.process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(server.process.terminationStatus == 0, "\(server.stdout)")
+    }
+}
+
+/// A bound `AF_UNIX` datagram socket standing in for systemd's notification socket.
+final class NotifySocket: Sendable {
+    let fd: Int32
+
+    init(path: String) throws {
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, bound == 0 else { throw ProcessFailure(message: "cannot bind \(path): errno \(errno)") }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+    }
+
+    deinit { close(fd) }
+
+    /// The next datagram, within 15 s.
+    func next() async throws -> String {
+        let deadline = Date().addingTimeInterval(15)
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while Date() < deadline {
+            let count = recv(fd, &buffer, buffer.count, 0)
+            if count > 0 { return String(decoding: buffer[0..<count], as: UTF8.self) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw ProcessFailure(message: "no notification within 15 s")
+    }
 }
 
 import Logging

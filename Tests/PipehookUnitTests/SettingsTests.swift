@@ -89,6 +89,31 @@ import Testing
 
     /// Issue 12 item 4: `file:/PATH` secrets (systemd credentials) are read when the file is parsed,
     /// so a reload picks up a rotated file; a problem names the file and never its contents.
+    /// The read commands' parse: the store's keys with the same defaults as the full parse, and
+    /// nothing else read (an unset secret variable, an unknown key, a bad route are no problem).
+    @Test func theStoreIsLocatedWithoutTheRest() throws {
+        let yaml = """
+            data_dir: /srv/ph
+            store_timeout: 2s
+            sources:
+              pipevideo:
+                secrets: ["${NOT_SET_HERE}"]
+            routes: [{name: "bad name!"}]
+            unknown_key: 1
+            """
+        let located = try SettingsParser.parseStore(yaml: yaml, environment: [:])
+        #expect(located == StoreSettings(dataDir: "/srv/ph", store: .sqlite(path: "/srv/ph/pipehook.sqlite"), storeTimeoutMilliseconds: 2_000))
+        #expect(throws: ConfigError.self) { try SettingsParser.parse(yaml: yaml, environment: [:]) }
+        // One definition of the defaults: both parses agree on a file that is whole.
+        let whole = "store: \"postgres://u:p@db/ph\"\nsources:\n  pipevideo:\n    secrets: [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n"
+        #expect(try SettingsParser.parse(yaml: whole, environment: [:]).storeSettings == SettingsParser.parseStore(yaml: whole, environment: [:]))
+        // The store's own keys are still checked, with their key paths.
+        let error = #expect(throws: ConfigError.self) {
+            try SettingsParser.parseStore(yaml: "store: \"${DB_URL}\"\nstore_timeout: 5m\n", environment: [:])
+        }
+        #expect(error?.problems.map(\.path) == ["store", "store_timeout"])
+    }
+
     @Test func secretsMayComeFromFiles() throws {
         let dir = "/tmp/pipehook-secret-files-\(getpid())"
         try? FileManager.default.removeItem(atPath: dir)
