@@ -7,6 +7,7 @@ import PipehookHTTP
 import PipehookLifecycle
 import PipehookSettings
 import PipehookSignature
+import PipehookSQLite
 import PipehookStore
 
 /// The bodies of the read and admin commands; the executable only parses arguments.
@@ -42,6 +43,30 @@ public enum Commands {
 
     private static func report(_ location: String, _ problems: [String]) -> String {
         "configuration \(location) has \(problems.count) problem(s):\n" + problems.map { "  \($0)" }.joined(separator: "\n")
+    }
+
+    // MARK: backup
+
+    /// `pipehook backup FILE`: SQLite's online backup of the store (needs only the store's keys).
+    public static func backup(_ settings: StoreSettings, to file: String, json: Bool) throws -> String {
+        guard case .sqlite(let path) = settings.store else {
+            throw CommandFailure(
+                "pipehook backup copies a SQLite store; back up a PostgreSQL store with pg_dump (or the server's own backups: pg_basebackup, WAL archiving)"
+            )
+        }
+        var options = SQLiteStore.Options()
+        options.readOnly = true
+        options.busyTimeout = Double(settings.storeTimeoutMilliseconds) / 1000
+        let size: Int64
+        do {
+            size = try SQLiteStore(path: path, options: options).backup(to: file)
+        } catch {
+            throw CommandFailure(error.message)
+        }
+        if json {
+            return #"{"backup":"# + JSONText.quote(file) + #","store":"# + JSONText.quote(path) + #","bytes":\#(size)}"#
+        }
+        return "backed up \(path) to \(file) (\(size) bytes)"
     }
 
     // MARK: status / generations

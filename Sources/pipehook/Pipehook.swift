@@ -16,7 +16,7 @@ struct Pipehook: AsyncParsableCommand {
         version: PipehookVersion.current,
         subcommands: [
             Serve.self, CheckConfig.self, ConfigCommand.self, Status.self, Generations.self, Jobs.self, Retry.self, Replay.self, Reprocess.self,
-            Send.self, Track.self, Submit.self, Cancel.self, Wait.self, Prune.self,
+            Send.self, Track.self, Submit.self, Cancel.self, Wait.self, Prune.self, Backup.self,
         ]
     )
 
@@ -33,16 +33,26 @@ struct Pipehook: AsyncParsableCommand {
                 try command.run()
             }
         } catch let failure as CommandFailure {
-            FileHandle.standardError.write(Data("pipehook: \(failure)\n".utf8))
+            report(code: "failed", message: failure.description, text: "pipehook: \(failure)")
             Foundation.exit(1)
         } catch {
             let code = exitCode(for: error)
             if code == .validationFailure {
-                FileHandle.standardError.write(Data((fullMessage(for: error) + "\n").utf8))
+                report(code: "usage", message: fullMessage(for: error), text: fullMessage(for: error))
                 Foundation.exit(2)
             }
             exit(withError: error)
         }
+    }
+
+    /// An error on stderr: with `--json` as `{"error":{"code","message"}}` (the shape of the HTTP
+    /// errors), so a script that asked for JSON gets JSON on failure too (SPEC §8).
+    static func report(code: String, message: String, text: String) {
+        let arguments = CommandLine.arguments.dropFirst().prefix { $0 != "--" }
+        let line = arguments.contains("--json")
+            ? #"{"error":{"code":"# + JSONText.quote(code) + #","message":"# + JSONText.quote(message) + "}}"
+            : text
+        FileHandle.standardError.write(Data((line + "\n").utf8))
     }
 }
 
@@ -328,6 +338,19 @@ struct Cancel: AsyncParsableCommand {
         let settings = try options.load().settings
         let store = try await Daemon.openStore(settings)
         write(try await Commands.cancel(generationID: generationID, source: source, settings: settings, store: store, json: json))
+    }
+}
+
+struct Backup: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Copy the SQLite store to FILE while the daemon runs (SQLite's online backup; never overwrites)."
+    )
+    @OptionGroup var options: ConfigOption
+    @Argument(help: "The file to create, e.g. /var/backups/pipehook-$(date +%F).sqlite.") var file: String
+    @Flag(help: "Machine-readable output.") var json = false
+
+    func run() async throws {
+        write(try Commands.backup(try options.loadStore(), to: file, json: json))
     }
 }
 

@@ -318,6 +318,74 @@ func pipehook(_ arguments: [String], directory: String, environment: [String: St
         #expect(serve.code == 1 && serve.stderr.contains("SECRET_ONLY_THE_DAEMON_HAS"))
     }
 
+    /// SPEC §8: `pipehook backup FILE` copies the store while the daemon runs and writes to it;
+    /// the copy is one whole file (no WAL beside it), 0640, never over an existing file.
+    @Test func backupCopiesTheStoreWhileServing() async throws {
+        let dir = TempDir()
+        let path = try config(dir)
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        let port = try await server.waitForPort()
+        let url = "http://127.0.0.1:\(port)/webhooks/pipevideo"
+        for index in 0..<20 {
+            let sent = try await pipehook(["send", "--url", url, "--secret", Fixture.secret, "--status", "queued", "--generation-id", "gen_backup\(index)"], directory: dir.path)
+            #expect(sent.code == 0, "\(sent)")
+        }
+        let file = dir.path + "/backups/copy.sqlite"
+        try FileManager.default.createDirectory(atPath: dir.path + "/backups", withIntermediateDirectories: true)
+        // Deliveries keep arriving while the copy is taken.
+        async let more: Void = {
+            for index in 20..<40 {
+                _ = try await pipehook(["send", "--url", url, "--secret", Fixture.secret, "--status", "queued", "--generation-id", "gen_backup\(index)"], directory: dir.path)
+            }
+        }()
+        let run = try await pipehook(["backup", file, "--config", path, "--json"], directory: dir.path)
+        try await more
+        #expect(run.code == 0, "\(run)")
+        let answer = try #require(JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any])
+        #expect(answer["backup"] as? String == file && (answer["bytes"] as? Int ?? 0) > 0)
+        #expect(!FileManager.default.fileExists(atPath: file + "-wal"))
+        let mode = try FileManager.default.attributesOfItem(atPath: file)[.posixPermissions] as? Int
+        #expect(mode.map { $0 & 0o027 == 0 } == true, "mode \(String(mode ?? 0, radix: 8))")
+        let copy = try DatabaseQueue(path: file)
+        let (events, check) = try await copy.read { db in
+            (try Int.fetchOne(db, sql: "SELECT count(*) FROM events") ?? 0, try String.fetchOne(db, sql: "PRAGMA integrity_check"))
+        }
+        #expect(events >= 20 && events <= 40 && check == "ok", "\(events) \(check ?? "")")
+        // Never over an existing file; errors are JSON under --json.
+        let again = try await pipehook(["backup", file, "--config", path, "--json"], directory: dir.path)
+        #expect(again.code == 1)
+        let error = try #require(JSONSerialization.jsonObject(with: Data(again.stderr.utf8)) as? [String: [String: String]])
+        #expect(error["error"]?["code"] == "failed" && error["error"]?["message"]?.contains("exists already") == true, "\(again.stderr)")
+        server.kill(SIGTERM)
+        // With the daemon stopped too.
+        while server.process.isRunning { try await Task.sleep(for: .milliseconds(20)) }
+        let offline = try await pipehook(["backup", dir.path + "/backups/offline.sqlite", "--config", path], directory: dir.path)
+        #expect(offline.code == 0 && offline.stdout.hasPrefix("backed up"), "\(offline)")
+        // A PostgreSQL store is named with what to use instead.
+        try "store: \"postgres://u:p@127.0.0.1:1/x\"\n".write(toFile: dir.path + "/pg.yaml", atomically: true, encoding: .utf8)
+        let postgres = try await pipehook(["backup", dir.path + "/x.sqlite", "--config", dir.path + "/pg.yaml"], directory: dir.path)
+        #expect(postgres.code == 1 && postgres.stderr.contains("pg_dump") && !postgres.stderr.contains("u:p@"), "\(postgres)")
+    }
+
+    /// SPEC §8: with `--json`, a failure and a usage error are JSON on stderr, exit codes unchanged.
+    @Test func errorsAreJSONUnderJSON() async throws {
+        let dir = TempDir()
+        let path = try config(dir)
+        let server = try RunningPipehook(["serve", "--config", path], directory: dir.path)
+        _ = try await server.waitForPort()
+        let missing = try await pipehook(["status", "gen_nowhere", "--config", path, "--json"], directory: dir.path)
+        #expect(missing.code == 1)
+        let failure = try #require(JSONSerialization.jsonObject(with: Data(missing.stderr.utf8)) as? [String: [String: String]], "\(missing.stderr)")
+        #expect(failure["error"]?["code"] == "failed" && failure["error"]?["message"] == "no generation gen_nowhere in the store")
+        let usage = try await pipehook(["generations", "--limit", "x", "--json"], directory: dir.path)
+        #expect(usage.code == 2)
+        let usageError = try #require(JSONSerialization.jsonObject(with: Data(usage.stderr.utf8)) as? [String: [String: String]], "\(usage.stderr)")
+        #expect(usageError["error"]?["code"] == "usage")
+        let text = try await pipehook(["status", "gen_nowhere", "--config", path], directory: dir.path)
+        #expect(text.code == 1 && text.stderr == "pipehook: no generation gen_nowhere in the store\n")
+        server.kill(SIGTERM)
+    }
+
     /// The README quick start: `serve` with no file at all, then `send` with no arguments.
     @Test func builtInDefaultsQuickStart() async throws {
         let dir = TempDir()
