@@ -1,3 +1,4 @@
+import PipehookStore
 import PostgresNIO
 
 /// Migrations, applied in order at open under an advisory lock, so instances starting together
@@ -199,6 +200,7 @@ enum PostgresSchema {
             for try await id in try await connection.query("SELECT id FROM pipehook_migrations", logger: logger).decode(String.self) {
                 applied.insert(id)
             }
+            try SchemaRules.refuseNewer(applied: applied, known: migrations.map(\.id), store: "the PostgreSQL store")
             var new: [String] = []
             for migration in migrations where !applied.contains(migration.id) {
                 for statement in migration.statements {

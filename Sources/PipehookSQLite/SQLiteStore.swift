@@ -72,6 +72,10 @@ public final class SQLiteStore: WebhookStore {
                 throw StoreError(.notFound, "no database at \(path) (has `pipehook serve` run with this configuration?)")
             }
             pool = try DatabasePool(path: path, configuration: configuration)
+            let applied = try pool.read { db in
+                try db.tableExists("grdb_migrations") ? try Schema.migrator.appliedIdentifiers(db) : []
+            }
+            try SchemaRules.refuseNewer(applied: applied, known: Schema.migrator.migrations, store: "the SQLite store at \(path)")
             if !options.readOnly {
                 try Schema.migrator.migrate(pool)
                 Self.restrictPermissions(path)

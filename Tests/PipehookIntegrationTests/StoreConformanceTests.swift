@@ -35,6 +35,10 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
                 dropEvents: {
                     let queue = try DatabaseQueue(path: path)
                     try await queue.write { db in try db.execute(sql: "DELETE FROM events") }
+                },
+                recordMigration: { id in
+                    let queue = try DatabaseQueue(path: path)
+                    try await queue.write { db in try db.execute(sql: "INSERT INTO grdb_migrations (identifier) VALUES (?)", arguments: [id]) }
                 }
             )
             return try await body(harness)
@@ -65,6 +69,13 @@ enum StoreKind: String, CaseIterable, CustomTestStringConvertible, Sendable {
                         let store = try await schema.open(migrate: false)
                         defer { Task { await store.close() } }
                         _ = try await store.client.query("DELETE FROM events", logger: Fixture.logger).collect()
+                    },
+                    recordMigration: { id in
+                        let store = try await schema.open(migrate: false)
+                        defer { Task { await store.close() } }
+                        _ = try await store.client.query(
+                            "INSERT INTO pipehook_migrations (id, applied_at) VALUES (\(id), 0)", logger: Fixture.logger
+                        ).collect()
                     }
                 )
                 do {
@@ -101,12 +112,29 @@ struct StoreHarness: Sendable {
     /// Deletes every stored event behind the store's back (a fault no API call makes: a job's
     /// event pruned).
     let dropEvents: @Sendable () async throws -> Void
+    /// Records a migration as applied behind the store's back (a newer version's); nil for the
+    /// memory store, which has no schema.
+    var recordMigration: (@Sendable (String) async throws -> Void)? = nil
 }
 
 func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 
 /// The rules of SPEC §3 and every job transition, once, over every store.
 @Suite struct StoreConformanceTests {
+    /// A downgrade is refused: a store a newer pipehook migrated is not opened for writing,
+    /// and the message says what to do.
+    @Test(arguments: StoreKind.available.filter { $0 != .memory })
+    func aStoreMigratedByANewerVersionIsRefused(_ kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            await harness.close(store)
+            let record = try #require(harness.recordMigration)
+            try await record("v99-from-a-newer-pipehook")
+            let error = await #expect(throws: StoreError.self) { _ = try await harness.open() }
+            #expect(error?.message.contains("migrated by a newer pipehook (migration v99-from-a-newer-pipehook") == true, "\(error?.message ?? "")")
+        }
+    }
+
     @Test(arguments: StoreKind.available)
     func transitionsDedupAndTimelineAreDurable(kind: StoreKind) async throws {
         try await kind.with { harness in
