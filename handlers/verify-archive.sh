@@ -2,7 +2,8 @@
 # Verifies archived videos against their pipehook sidecars (<video>.json, written by the
 # download step): the file must exist and its SHA-256 and size must match the sidecar.
 # Usage: handlers/verify-archive.sh ARCHIVE_DIR      (exit 0 when every video checks out)
-# As a step (after download) it checks just the current file: PIPEHOOK_FILE is set.
+# As a step (after download) it checks just the current file (PIPEHOOK_FILE is set) and exits 3
+# on a mismatch: list 3 in permanent_exit_codes, since a retry reads the same bytes.
 set -eu
 check() {
     video="$1"; sidecar="$video.json"
@@ -20,8 +21,8 @@ check() {
 }
 if [ -n "${PIPEHOOK_FILE:-}" ]; then
     cat > /dev/null   # the event document; not needed here
-    check "$PIPEHOOK_FILE"
-    exit $?
+    check "$PIPEHOOK_FILE" || exit 3
+    exit 0
 fi
 dir="${1:?usage: verify-archive.sh ARCHIVE_DIR}"
 status=0

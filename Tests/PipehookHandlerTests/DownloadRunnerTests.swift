@@ -180,6 +180,53 @@ struct ServerFailure: Error {}
 
     // MARK: - Success paths
 
+    /// The example handlers fit together (issue 12): after a real download, `verify-archive.sh`
+    /// accepts the file and rejects a changed one (exit 3); `thumbnail.sh` without ffmpeg fails
+    /// loudly unless told to skip; `publish.sh` puts the file where it is told.
+    @Test func exampleHandlersWorkOnADownloadedFile() async throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let handlers = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("handlers").path
+        try await withServer { base, _ in
+            try await withClient { client in
+                let downloaded = await DownloadRunner(httpClient: client, logger: Fixtures.logger)
+                    .run(try Fixtures.download(directory: directory), context: Fixtures.context(Fixtures.document(outputURL: base + "/file.mp4")))
+                let artifact = try #require(downloaded.artifact)
+                let context = Fixtures.context(Fixtures.document(outputURL: base + "/file.mp4", artifact: artifact))
+                let exec = ExecRunner(logger: Fixtures.logger, baseEnvironment: ExecRunnerTests.base)
+                func run(_ script: String, env: [String: String] = [:]) async -> StepOutcome {
+                    await exec.run(Fixtures.exec([handlers + "/" + script], environment: env, permanentExitCodes: [3]), context: context)
+                }
+
+                let verified = await run("verify-archive.sh")
+                #expect(verified.result == .succeeded && verified.summary.contains("exit 0"), "\(verified.summary)")
+
+                let published = await run("publish.sh", env: ["PUBLISH_DIR": directory + "/published"])
+                #expect(published.result == .succeeded, "\(published.summary)")
+                #expect(FileManager.default.contents(atPath: directory + "/published/gen_123.mp4") == FileManager.default.contents(atPath: artifact.file))
+
+                let hasFFmpeg = FileManager.default.isExecutableFile(atPath: "/usr/bin/ffmpeg") || FileManager.default.isExecutableFile(atPath: "/usr/local/bin/ffmpeg")
+                let thumbnail = await run("thumbnail.sh")
+                let skipped = await run("thumbnail.sh", env: ["THUMBNAIL_OPTIONAL": "1"])
+                if hasFFmpeg {
+                    #expect(thumbnail.result == .succeeded && FileManager.default.fileExists(atPath: artifact.file.replacingOccurrences(of: ".mp4", with: ".jpg")))
+                } else {
+                    #expect(thumbnail.result == .permanent && String(decoding: thumbnail.output, as: UTF8.self).contains("ffmpeg is not installed"), "\(thumbnail.summary)")
+                    #expect(skipped.result == .succeeded, "\(skipped.summary)")
+                }
+
+                // One changed byte: the archive check fails for good.
+                let handle = try #require(FileHandle(forWritingAtPath: artifact.file))
+                try handle.seek(toOffset: 10)
+                try handle.write(contentsOf: Data([0xFF ^ Self.normal[10]]))
+                try handle.close()
+                let mismatch = await run("verify-archive.sh")
+                #expect(mismatch.result == .permanent && String(decoding: mismatch.output, as: UTF8.self).contains("BAD"), "\(mismatch.summary)")
+            }
+        }
+    }
+
     @Test func savesFileWithSidecarAndMatchingHash() async throws {
         let directory = try Fixtures.temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }
