@@ -169,7 +169,10 @@ let package = Package(
             name: "PipehookMicro",
             dependencies: [
                 "PipehookSignature", "PipehookFormats", "PipehookLifecycle", "PipehookReconcile", "PipehookHandlers",
+                "PipehookDaemon", "PipehookSettings", "PipehookStore",
                 .product(name: "Benchmark", package: "benchmark"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             path: "Benchmarks/PipehookMicro",
             plugins: [.plugin(name: "BenchmarkPlugin", package: "benchmark")]

@@ -5,6 +5,14 @@ import PipehookHandlers
 import PipehookLifecycle
 import PipehookReconcile
 import PipehookSignature
+import Logging
+import PipehookDaemon
+import PipehookSettings
+import PipehookStore
+import Hummingbird
+import HummingbirdTesting
+import HTTPTypes
+import NIOCore
 
 // The hot path of one webhook, piece by piece (release build, `swift package benchmark`):
 // how long each part takes and how many allocations it makes. Whole-request throughput and
@@ -88,5 +96,56 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             blackHole(document.json())
         }
+    }
+
+    // What every accepted delivery writes at the default level (issue 13: the log path was 15%
+    // of ingest CPU), to /dev/null so the figure is the line's making, not the terminal's.
+    let devNull = open("/dev/null", O_WRONLY)
+    Benchmark("JSON log line (accepted delivery)") { benchmark in
+        let handler = JSONLogHandler(label: "pipehook", level: .info, fileDescriptor: devNull)
+        let logger = Logger(label: "pipehook") { _ in handler }
+        for _ in benchmark.scaledIterations {
+            logger.info("accepted delivery", metadata: [
+                "source": "pipevideo", "event_id": "msg_2kP9", "generation_id": "gen_01HZX3Q9", "status": "completed",
+                "transition": "applied",
+            ])
+        }
+    }
+
+    // The whole intake handler in process (router, no socket), on the memory store: signature,
+    // strict JSON, the ingest rules, the answer and the log line; each iteration a new delivery.
+    Benchmark("intake handler, in process (memory store)") { benchmark in
+        let yaml = """
+            listen: "127.0.0.1:0"
+            data_dir: "/tmp/pipehook-micro"
+            log_level: info
+            sources:
+              pipevideo:
+                secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+            routes:
+              - {name: archive, on: [completed], steps: [{exec: {command: ["/bin/true"]}}]}
+            """
+        let settings = try! SettingsParser.parse(yaml: yaml, environment: [:])
+        let handler = JSONLogHandler(label: "pipehook", level: .info, fileDescriptor: devNull)
+        let app = Daemon.application(settings: settings, store: MemoryStore(), logger: Logger(label: "pipehook") { _ in handler })
+        let requests = (0..<benchmark.scaledIterations.count).map { index -> (HTTPFields, ByteBuffer) in
+            let body = #"{"eventType":"video.generation.completed","generationId":"gen_\#(index)","status":"completed","outputUrl":"https://cdn.pipevideo.co/v/\#(index).mp4","errorMessage":null}"#
+            let stamp = Int64(Date().timeIntervalSince1970)
+            let id = "msg_\(index)"
+            var fields = HTTPFields()
+            fields[HTTPField.Name("svix-id")!] = id
+            fields[HTTPField.Name("svix-timestamp")!] = String(stamp)
+            fields[HTTPField.Name("svix-signature")!] = Signer.signature(secret: secret, id: id, timestamp: stamp, body: Array(body.utf8))
+            return (fields, ByteBuffer(string: body))
+        }
+        // The router's start and stop are inside the measurement (a closure that may not capture
+        // `benchmark`), spread over the 1,000 deliveries of a run.
+        benchmark.startMeasurement()
+        try? await app.test(.router) { client in
+            for (fields, body) in requests {
+                blackHole(try await client.execute(uri: "/webhooks/pipevideo", method: .post, headers: fields, body: body).status)
+            }
+        }
+        benchmark.stopMeasurement()
     }
 }

@@ -24,29 +24,78 @@ public struct JSONLogHandler: LogHandler {
         set { metadata[key] = newValue }
     }
 
+    /// Builds the line as bytes in one buffer (no intermediate strings for the parts that are
+    /// already text) and writes it with one `write(2)`.
     public func log(event: LogEvent) {
-        var line = "{\"ts\":\"" + LogClock.iso8601Now() + "\",\"level\":\"" + event.level.rawValue + "\",\"msg\":"
-        line += Self.quote(event.message.description)
-        var merged = metadata
-        if let extra = event.metadata { merged.merge(extra) { _, new in new } }
-        for key in merged.keys.sorted() {
-            line += "," + Self.quote(key) + ":" + Self.render(LogRedaction.isSensitive(key) ? .string("[redacted]") : merged[key]!)
+        var line: [UInt8] = []
+        line.reserveCapacity(320)
+        Self.append("{\"ts\":\"", to: &line)
+        LogClock.appendISO8601Now(to: &line)
+        Self.append("\",\"level\":\"", to: &line)
+        Self.append(event.level.rawValue, to: &line)
+        Self.append("\",\"msg\":", to: &line)
+        JSONText.appendQuoted(event.message.description, to: &line)
+        // Most lines carry only their own metadata: no merged copy then.
+        let fields: Logger.Metadata
+        if metadata.isEmpty {
+            fields = event.metadata ?? [:]
+        } else if let extra = event.metadata, !extra.isEmpty {
+            fields = metadata.merging(extra) { _, new in new }
+        } else {
+            fields = metadata
         }
-        line += "}\n"
+        for (key, value) in fields.sorted(by: { $0.key < $1.key }) {
+            line.append(UInt8(ascii: ","))
+            JSONText.appendQuoted(key, to: &line)
+            line.append(UInt8(ascii: ":"))
+            if LogRedaction.isSensitive(key) {
+                Self.append("\"[redacted]\"", to: &line)
+            } else {
+                Self.render(value, to: &line)
+            }
+        }
+        Self.append("}\n", to: &line)
         LogOutput.write(line, to: fileDescriptor)
     }
 
     static func render(_ value: Logger.Metadata.Value) -> String {
+        var bytes: [UInt8] = []
+        render(value, to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    static func render(_ value: Logger.Metadata.Value, to out: inout [UInt8]) {
         switch value {
-        case .string(let text): return quote(text)
-        case .stringConvertible(let convertible): return quote(convertible.description)
-        case .array(let values): return "[" + values.map(render).joined(separator: ",") + "]"
+        case .string(let text): JSONText.appendQuoted(text, to: &out)
+        case .stringConvertible(let convertible): JSONText.appendQuoted(convertible.description, to: &out)
+        case .array(let values):
+            out.append(UInt8(ascii: "["))
+            for (index, item) in values.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                render(item, to: &out)
+            }
+            out.append(UInt8(ascii: "]"))
         case .dictionary(let dictionary):
-            return "{" + dictionary.keys.sorted().map { quote($0) + ":" + render(dictionary[$0]!) }.joined(separator: ",") + "}"
+            out.append(UInt8(ascii: "{"))
+            for (index, (key, item)) in dictionary.sorted(by: { $0.key < $1.key }).enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                JSONText.appendQuoted(key, to: &out)
+                out.append(UInt8(ascii: ":"))
+                render(item, to: &out)
+            }
+            out.append(UInt8(ascii: "}"))
         }
     }
 
     static func quote(_ text: String) -> String { JSONText.quote(text) }
+
+    private static func append(_ text: StaticString, to out: inout [UInt8]) {
+        text.withUTF8Buffer { out.append(contentsOf: $0) }
+    }
+
+    private static func append(_ text: String, to out: inout [UInt8]) {
+        out.append(contentsOf: text.utf8)
+    }
 }
 
 /// `log_format: text`, for people at a terminal.
@@ -78,17 +127,42 @@ public struct TextLogHandler: LogHandler {
 }
 
 enum LogRedaction {
+    /// The words that make a key sensitive, compared without case (ASCII): a byte scan of the
+    /// key, with no lowercased copy and no Foundation search (once per key of every line).
+    static let words: [[UInt8]] = ["secret", "signature", "authorization", "api_key", "api-key", "apikey", "token", "password", "cookie"].map { Array($0.utf8) }
+
     static func isSensitive(_ key: String) -> Bool {
-        let lowered = key.lowercased()
-        return ["secret", "signature", "authorization", "api_key", "apikey", "token", "password"].contains { lowered.contains($0) }
+        var key = key
+        return key.withUTF8 { bytes in
+            words.contains { word in containsIgnoringASCIICase(bytes, word) }
+        }
+    }
+
+    private static func containsIgnoringASCIICase(_ haystack: UnsafeBufferPointer<UInt8>, _ needle: [UInt8]) -> Bool {
+        guard haystack.count >= needle.count else { return false }
+        var start = 0
+        while start + needle.count <= haystack.count {
+            var matched = true
+            for offset in 0..<needle.count {
+                var byte = haystack[start + offset]
+                if byte >= UInt8(ascii: "A"), byte <= UInt8(ascii: "Z") { byte += 32 }
+                if byte != needle[offset] { matched = false; break }
+            }
+            if matched { return true }
+            start += 1
+        }
+        return false
     }
 }
 
 enum LogOutput {
     /// One `write(2)` per line: lines from concurrent tasks never interleave.
     static func write(_ line: String, to fileDescriptor: Int32) {
-        var line = line
-        line.withUTF8 { bytes in
+        write(Array(line.utf8), to: fileDescriptor)
+    }
+
+    static func write(_ line: [UInt8], to fileDescriptor: Int32) {
+        line.withUnsafeBytes { bytes in
             var offset = 0
             while offset < bytes.count {
                 let written = Foundation.write(fileDescriptor, bytes.baseAddress! + offset, bytes.count - offset)
@@ -101,17 +175,42 @@ enum LogOutput {
 
 enum LogClock {
     static func iso8601Now() -> String {
+        var bytes: [UInt8] = []
+        appendISO8601Now(to: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// `2026-12-04T01:02:03.456Z`, digits written straight into `out`.
+    static func appendISO8601Now(to out: inout [UInt8]) {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         var seconds = spec.tv_sec
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func pad(_ value: Int32, _ width: Int) -> String {
-            let text = String(value)
-            return String(repeating: "0", count: max(0, width - text.count)) + text
+        func digits(_ value: Int, _ width: Int) {
+            var divisor = 1
+            for _ in 1..<width { divisor *= 10 }
+            var value = value
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8((value / divisor) % 10))
+                value %= divisor
+                divisor /= 10
+            }
         }
-        return "\(pad(parts.tm_year + 1900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-            + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(spec.tv_nsec / 1_000_000), 3))Z"
+        digits(Int(parts.tm_year) + 1900, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2)
+        out.append(UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2)
+        out.append(UInt8(ascii: "."))
+        digits(Int(spec.tv_nsec / 1_000_000), 3)
+        out.append(UInt8(ascii: "Z"))
     }
 }
 

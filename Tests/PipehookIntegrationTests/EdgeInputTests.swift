@@ -60,7 +60,10 @@ import Glibc
         let handler = JSONLogHandler(label: "t", level: .trace, fileDescriptor: fds[1])
         var logger = Logger(label: "t") { _ in handler }
         logger.logLevel = .trace
-        logger.info("one\u{2028}line", metadata: ["reason": "a\u{2029}b\nc"])
+        logger.info("one\u{2028}line", metadata: [
+            "reason": "a\u{2029}b\nc", "X-Api-Key": "k1", "Authorization": "k2", "webhook_SECRET": "k3", "event_id": "evt_1",
+            "nested": .dictionary(["b": .array(["x", .stringConvertible(7)]), "a": "y"]),
+        ])
         close(fds[1])
         var bytes: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
@@ -76,5 +79,12 @@ import Glibc
         #expect(line.filter { $0 == "\n" }.count == 1 && line.hasSuffix("\n"))
         let object = try #require(try JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
         #expect(object["msg"] as? String == "one\u{2028}line")
+        // Keys that look like credentials are redacted whatever their case; others are kept,
+        // in key order, nested values included.
+        for key in ["X-Api-Key", "Authorization", "webhook_SECRET"] { #expect(object[key] as? String == "[redacted]", "\(key)") }
+        #expect(!line.contains("k1") && !line.contains("k2") && !line.contains("k3"))
+        #expect(object["event_id"] as? String == "evt_1")
+        #expect(line.contains(#""nested":{"a":"y","b":["x","7"]}"#), "\(line)")
+        #expect(line.hasPrefix(#"{"ts":""#) && line.contains(#"Z","level":"info","msg":"#), "\(line)")
     }
 }

@@ -72,6 +72,9 @@ import Testing
     @Test(arguments: [
         ("plain", #""plain""#), ("a\"b\\c", #""a\"b\\c""#), ("line\nnext\ttab\r", #""line\nnext\ttab\r""#),
         ("\u{01}\u{1f}", #""\u0001\u001f""#), ("é 🎬 </script>", #""é 🎬 </script>""#),
+        // Line and paragraph separators are escaped; their UTF-8 neighbours (… is E2 80 A6) are not.
+        ("a\u{2028}b\u{2029}", #""a\u2028b\u2029""#), ("…\u{2027}\u{202A}", "\"…\u{2027}\u{202A}\""), ("", #""""#),
+        ("\u{7f}\u{00}end", #""\#u{7f}\u0000end""#),
     ])
     func quotingRoundTripsThroughAJSONParser(text: String, quoted: String) throws {
         #expect(JSONText.quote(text) == quoted)
