@@ -21,7 +21,41 @@ public final class PipehookMetrics: Sendable {
         }
     }
 
-    public init(factory: any MetricsFactory) { self.factory = factory }
+    /// The intake's series of one source, made once: a delivery costs one lookup by source
+    /// name, and no label array, key or string is built per request.
+    private final class SourceSeries: Sendable {
+        let deliveries: [String: Counter]
+        let events: [Transition: Counter]
+        init(source: String, factory: any MetricsFactory) {
+            deliveries = Dictionary(uniqueKeysWithValues: PipehookMetrics.deliveryResults.map { result in
+                (result, Counter(label: "pipehook_deliveries_total", dimensions: [("source", source), ("result", result)], factory: factory))
+            })
+            events = Dictionary(uniqueKeysWithValues: Transition.allCases.map { transition in
+                (transition, Counter(label: "pipehook_events_total", dimensions: [("source", source), ("transition", transition.rawValue)], factory: factory))
+            })
+        }
+    }
+
+    static let deliveryResults = ["accepted", "duplicate", "unrecognized", "rejected", "store_unavailable"]
+    private let sources = Mutex<[String: SourceSeries]>([:])
+    /// `from × to` of applied transitions, made on first use: index `from * count + to`.
+    private let transitions: Mutex<[Counter?]>
+    private let ingestTimer: CoreMetrics.Timer
+
+    public init(factory: any MetricsFactory) {
+        self.factory = factory
+        transitions = Mutex(Array(repeating: nil, count: (GenerationStatus.allCases.count + 1) * GenerationStatus.allCases.count))
+        ingestTimer = CoreMetrics.Timer(label: "pipehook_ingest_duration_seconds", dimensions: [], factory: factory)
+    }
+
+    private func series(_ source: String) -> SourceSeries {
+        sources.withLock { cache in
+            if let existing = cache[source] { return existing }
+            let made = SourceSeries(source: source, factory: factory)
+            cache[source] = made
+            return made
+        }
+    }
 
     /// Drops every measurement (for code paths and tests that do not export metrics).
     public static let discarding = PipehookMetrics(factory: NOOPMetricsHandler.instance)
@@ -30,7 +64,11 @@ public final class PipehookMetrics: Sendable {
 
     /// `result`: accepted, duplicate, unrecognized, rejected, store_unavailable.
     public func delivery(source: String, result: String) {
-        counter("pipehook_deliveries_total", [("source", source), ("result", result)]).increment()
+        if let counter = series(source).deliveries[result] {
+            counter.increment()
+        } else {
+            counter("pipehook_deliveries_total", [("source", source), ("result", result)]).increment()
+        }
     }
 
     /// `reason`: the error code (invalid_signature, timestamp_too_old, …).
@@ -39,14 +77,24 @@ public final class PipehookMetrics: Sendable {
     }
 
     public func event(source: String, transition: Transition, from: GenerationStatus?, to: GenerationStatus) {
-        counter("pipehook_events_total", [("source", source), ("transition", transition.rawValue)]).increment()
-        if transition == .applied {
-            counter("pipehook_transitions_total", [("from", from?.rawValue ?? "none"), ("to", to.rawValue)]).increment()
+        series(source).events[transition]?.increment()
+        if transition == .applied { transitionCounter(from: from, to: to).increment() }
+    }
+
+    private func transitionCounter(from: GenerationStatus?, to: GenerationStatus) -> Counter {
+        let statuses = GenerationStatus.allCases
+        let fromIndex = from.flatMap { statuses.firstIndex(of: $0) }.map { $0 + 1 } ?? 0
+        let index = fromIndex * statuses.count + statuses.firstIndex(of: to)!
+        return transitions.withLock { table in
+            if let existing = table[index] { return existing }
+            let made = Counter(label: "pipehook_transitions_total", dimensions: [("from", from?.rawValue ?? "none"), ("to", to.rawValue)], factory: factory)
+            table[index] = made
+            return made
         }
     }
 
     public func ingestLatency(nanoseconds: Int64) {
-        timer("pipehook_ingest_duration_seconds", []).recordNanoseconds(nanoseconds)
+        ingestTimer.recordNanoseconds(nanoseconds)
     }
 
     // MARK: jobs
