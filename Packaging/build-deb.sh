@@ -3,8 +3,9 @@
 #
 #   Packaging/build-deb.sh [--binary PATH] [--out DIR] [--compression xz|zstd|gzip|none]
 #
-# Without --binary it first builds the release binary from the repository root (20-30 minutes on
-# 2 cores; run it under `nice -n 19` on a shared machine):
+# Without --binary it first builds the release binary from the repository root (about 20 minutes
+# on 2 cores). On a shared machine run it under `chrt --idle 0`, not `nice`: swift-build's
+# compiler jobs do not keep a nice value (they ran at nice 0 under a swift-build at nice 19).
 #   swift build -c release --static-swift-stdlib --product pipehook --scratch-path .build-release
 # and refuses it if it needs a shared library that no installed Debian package provides.
 # --binary PATH packages a binary built already instead (the package test uses the debug build;
