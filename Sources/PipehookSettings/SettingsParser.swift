@@ -553,13 +553,17 @@ struct Reader {
         var failed = false
         for (index, item) in items.enumerated() {
             let routePath = "\(path)[\(index)]"
+            // The name is checked for duplicates even when the rest of the route has problems:
+            // one run of check-config shows them all.
+            if case .mapping(let mapping) = item, let nameNode = mapping["name"], case .scalar(let scalar) = nameNode,
+               !names.insert(scalar.string).inserted
+            {
+                problem(Self.join(routePath, "name"), "duplicate route name")
+                failed = true
+            }
             guard let route = route(item, routePath, globalRetry: globalRetry) else {
                 failed = true
                 continue
-            }
-            if !names.insert(route.name).inserted {
-                problem(Self.join(routePath, "name"), "duplicate route name")
-                failed = true
             }
             routes.append(route)
         }

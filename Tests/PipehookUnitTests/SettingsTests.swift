@@ -89,6 +89,28 @@ import Testing
 
     /// Issue 12 item 4: `file:/PATH` secrets (systemd credentials) are read when the file is parsed,
     /// so a reload picks up a rotated file; a problem names the file and never its contents.
+    /// Issue 12: every problem of every route in one run, a duplicate name included when the
+    /// route that repeats it has problems of its own.
+    @Test func everyRouteProblemIsReportedAtOnce() {
+        let found = problems("""
+            sources:
+              pipevideo:
+                secrets: ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+            routes:
+              - {name: a, on: [completed], steps: [{exec: {command: ["/bin/true"]}}]}
+              - name: a
+                on: [completed, nonsense]
+                steps:
+                  - exec: {command: ["/bin/true"], timeout: soon}
+                  - download: {path: "/absolute"}
+            """).map(\.description)
+        #expect(found.contains("routes[1].name: duplicate route name"), "\(found)")
+        #expect(found.contains { $0.hasPrefix("routes[1].on[1]: unknown status") }, "\(found)")
+        #expect(found.contains { $0.hasPrefix("routes[1].steps[0].exec.timeout") }, "\(found)")
+        #expect(found.contains { $0.hasPrefix("routes[1].steps[1].download.dir: is required") }, "\(found)")
+        #expect(found.contains("routes[1].steps[1].download.path: must be relative to dir"), "\(found)")
+    }
+
     /// The read commands' parse: the store's keys with the same defaults as the full parse, and
     /// nothing else read (an unset secret variable, an unknown key, a bad route are no problem).
     @Test func theStoreIsLocatedWithoutTheRest() throws {
@@ -179,7 +201,8 @@ import Testing
             "sources.pipevideo.tolerance", "sources.bad name", "retry.attempts", "routes[0].on[0]",
             "routes[0].steps[0].exec.command", "routes[0].steps[1].download.dir", "routes[0].steps[1].download.path",
             "routes[0].steps[2].post.url", "routes[0].steps[2].post.body", "routes[0].steps[3]",
-            "routes[1].steps[0].exec.permanent_exit_codes[0]",
+            // The repeated name, although both routes have problems of their own.
+            "routes[1].name", "routes[1].steps[0].exec.permanent_exit_codes[0]",
         ]
         #expect(paths == expected, "got \(problems(yaml))")
     }
