@@ -22,6 +22,11 @@ import Synchronization
 /// `synchronous_commit=on` as a startup parameter: it overrides an `ALTER ROLE/DATABASE … SET
 /// synchronous_commit = off` (which would acknowledge commits before their WAL is flushed) at no
 /// cost per transaction. The server groups concurrent commits into shared WAL flushes by itself.
+///
+/// The ingest statements are prepared once per connection; `plan_cache_mode=force_custom_plan`
+/// has each execution planned for its own arrays and the tables as they are now. A generic plan,
+/// cached when a connection first ran a statement against a young, nearly empty schema, chose
+/// sequential scans and hash joins that cost twice the server CPU once the tables had grown.
 public final class PostgresStore: Sendable {
     public let client: PostgresClient
     let logger: Logger
@@ -40,6 +45,7 @@ public final class PostgresStore: Sendable {
     public init(location: PostgresLocation, leaseTimeout: Duration = .seconds(10), answerTimeout: Duration = .seconds(60), logger: Logger) {
         var configuration = location.client
         configuration.options.additionalStartupParameters.append(("synchronous_commit", "on"))
+        configuration.options.additionalStartupParameters.append(("plan_cache_mode", "force_custom_plan"))
         self.client = PostgresClient(configuration: configuration, backgroundLogger: logger)
         self.logger = logger
         self.leaseTimeout = leaseTimeout
