@@ -131,6 +131,11 @@ struct PostgresStoreTests {
                 }
             }
             #expect(seen == "on")
+            // Prepared ingest statements are planned for each execution (PostgresStore's comment).
+            let planning = try await store.client.withConnection { connection in
+                try await connection.query("SHOW plan_cache_mode", logger: Fixture.logger).collect().first?.decode(String.self)
+            }
+            #expect(planning == "force_custom_plan")
             await store.close()
         }
     }
