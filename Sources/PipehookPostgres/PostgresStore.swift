@@ -36,10 +36,8 @@ public final class PostgresStore: Sendable {
     let answerTimeout: Duration
     /// The task running `client.run()`: the client leases no connection without it.
     private let runner = Mutex<Task<Void, Never>?>(nil)
-    /// Concurrent ingests share transactions (PostgresStore+Ingest.swift), several batches at
-    /// once: their rows are taken in one order (delivery ids, then generation locks, each sorted),
-    /// the same rule that lets instances commit side by side.
-    let ingests = LazyGroupCommit<IncomingDelivery, IntakeOutcome>(maxBatch: 128, maxInFlight: 3)
+    /// Concurrent ingests share transactions (PostgresStore+Ingest.swift).
+    let ingests = LazyGroupCommit<IncomingDelivery, IntakeOutcome>(maxBatch: 128)
     /// Attempt finishes of concurrent jobs share transactions (PostgresStore+Jobs.swift).
     let finishes = LazyGroupCommit<AttemptFinish, FinishedAttempt>()
 

@@ -7,10 +7,6 @@ import Synchronization
 /// later arrivals queue up; when it is done it hands leadership to the oldest waiter, whose batch
 /// is everything that queued meanwhile. No background task is needed, so the store works the same
 /// inside the daemon, in the CLI and in tests.
-///
-/// `maxInFlight` batches may commit at once: 1 for a store with one writer (SQLite); more where
-/// the server runs transactions side by side (PostgreSQL), so the machine is not idle while one
-/// batch waits for its round trips and its WAL flush.
 public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     /// Commits a batch in one transaction; returns one result per item, in order.
     public typealias Commit = @Sendable ([Item]) async -> [Result<Outcome, StoreError>]
@@ -27,35 +23,31 @@ public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
 
     private struct State {
         var pending: [Waiter] = []
-        /// Batches committing now. Invariant: `pending` is non-empty only while
-        /// `leaders == maxInFlight`.
-        var leaders = 0
+        /// Invariant: `pending` is non-empty only while someone leads.
+        var leading = false
     }
 
     private let state = Mutex(State())
     private let commit: Commit
     private let maxBatch: Int
-    private let maxInFlight: Int
 
-    public init(maxBatch: Int = 512, maxInFlight: Int = 1, commit: @escaping Commit) {
-        precondition(maxBatch >= 1 && maxInFlight >= 1)
+    public init(maxBatch: Int = 512, commit: @escaping Commit) {
+        precondition(maxBatch >= 1)
         self.maxBatch = maxBatch
-        self.maxInFlight = maxInFlight
         self.commit = commit
     }
 
     public func submit(_ item: Item) async -> Result<Outcome, StoreError> {
-        let maxInFlight = self.maxInFlight
         let leadsNow = state.withLock { state in
-            if state.leaders >= maxInFlight { return false }
-            state.leaders += 1
+            if state.leading { return false }
+            state.leading = true
             return true
         }
         if leadsNow { return await lead(with: item) }
         let signal = await withCheckedContinuation { (continuation: CheckedContinuation<Signal, Never>) in
             let leadsAfterAll = state.withLock { state in
-                if state.leaders < maxInFlight {
-                    state.leaders += 1
+                if !state.leading {
+                    state.leading = true
                     return true
                 }
                 state.pending.append(Waiter(item: item, continuation: continuation))
@@ -88,7 +80,7 @@ public final class GroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
         }
         let next = state.withLock { state -> Waiter? in
             if state.pending.isEmpty {
-                state.leaders -= 1
+                state.leading = false
                 return nil
             }
             return state.pending.removeFirst()

@@ -544,19 +544,15 @@ public enum JobRules {
 public final class LazyGroupCommit<Item: Sendable, Outcome: Sendable>: Sendable {
     private let group = Mutex<GroupCommit<Item, Outcome>?>(nil)
     private let maxBatch: Int
-    private let maxInFlight: Int
 
-    public init(maxBatch: Int = 512, maxInFlight: Int = 1) {
-        self.maxBatch = maxBatch
-        self.maxInFlight = maxInFlight
-    }
+    public init(maxBatch: Int = 512) { self.maxBatch = maxBatch }
 
     /// `commit` is used by the first call only; pass the same one every time.
     public func submit(_ item: Item, commit: @escaping GroupCommit<Item, Outcome>.Commit) async -> Result<Outcome, StoreError> {
-        let maxBatch = self.maxBatch, maxInFlight = self.maxInFlight
+        let maxBatch = self.maxBatch
         let group = self.group.withLock { group in
             if let group { return group }
-            let made = GroupCommit<Item, Outcome>(maxBatch: maxBatch, maxInFlight: maxInFlight, commit: commit)
+            let made = GroupCommit<Item, Outcome>(maxBatch: maxBatch, commit: commit)
             group = made
             return made
         }
