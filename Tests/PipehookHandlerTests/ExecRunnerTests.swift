@@ -284,15 +284,36 @@ import Darwin
         let marker = directory + "/started"
         let step = Fixtures.exec(["/bin/sh", "-c", "touch \(marker); sleep 3"])
         async let outcome = runner.run(step, context: Fixtures.context(Fixtures.document()))
+        // Read as a restarted daemon would: from the journal on disk, by another ledger object.
         // The entry is written right after the spawn returns, which may be after the child has run.
-        func listed() -> [String] { (try? FileManager.default.contentsOfDirectory(atPath: directory + "/steps")) ?? [] }
+        func listed() -> [pid_t: UInt64] { StepProcessLedger(directory: directory + "/steps").listed() }
         let deadline = Date().addingTimeInterval(20)
         while listed().isEmpty || !FileManager.default.fileExists(atPath: marker), Date() < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
         #expect(listed().count == 1)
         #expect(await outcome.result == .succeeded)
-        #expect(try FileManager.default.contentsOfDirectory(atPath: directory + "/steps").isEmpty)
+        #expect(listed().isEmpty)
+    }
+
+    /// The journal stays small: past its limit it is rewritten with only the live entries, and a
+    /// step still running across the rewrite stays listed.
+    @Test func theJournalIsCompactedWithoutLosingARunningStep() async throws {
+        let directory = try Fixtures.temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let ledger = StepProcessLedger(directory: directory, compactAfterBytes: 256)
+        let runner = ExecRunner(logger: Fixtures.logger, baseEnvironment: ExecRunnerTests.base, ledger: ledger)
+        let marker = directory + "/long-started"
+        async let long = runner.run(Fixtures.exec(["/bin/sh", "-c", "touch \(marker); sleep 4"]), context: Fixtures.context(Fixtures.document()))
+        while !FileManager.default.fileExists(atPath: marker) || ledger.listed().isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+        for _ in 0..<60 {
+            #expect(await runner.run(Fixtures.exec(["/bin/true"]), context: Fixtures.context(Fixtures.document())).result == .succeeded)
+        }
+        let size = try #require(try FileManager.default.attributesOfItem(atPath: ledger.journalPath)[.size] as? Int)
+        #expect(size <= 256 + 64, "the journal was not compacted: \(size) bytes")
+        #expect(ledger.listed().count == 1, "the running step is still listed after compaction")
+        #expect(await long.result == .succeeded)
+        #expect(ledger.listed().isEmpty)
     }
 
     @Test func leftoversAreKilledOnlyWhenTheRecordedProcessIsStillTheSame() throws {
@@ -304,6 +325,9 @@ import Darwin
         // A pid that no process has: nothing to kill (and no group can hold that id).
         try "123\n".write(toFile: "\(directory)/4194300", atomically: true, encoding: .utf8)
         try "garbage".write(toFile: "\(directory)/not-a-pid", atomically: true, encoding: .utf8)
+        // The journal's entries are read the same way, a line whose group ended cancelling it.
+        try "+\(getpid()) 1\n+4194301 5\n-4194301\nnot a line\n".write(toFile: "\(directory)/running", atomically: true, encoding: .utf8)
+        #expect(ledger.listed().keys.sorted() == [getpid(), 4194300].sorted())
         #expect(ledger.killLeftovers() == [])
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty, "every entry is consumed")
         #expect(ledger.killLeftovers() == [])
