@@ -152,13 +152,40 @@ public enum Commands {
     }
 
     public static func generations(status: GenerationStatus?, limit: Int, store: any Storage, json: Bool) async throws -> String {
-        let records = try await store.generations(status: status, limit: limit)
+        try await generations(GenerationQuery(status: status, limit: limit), store: store, json: json)
+    }
+
+    /// `pipehook generations`: one page; the text form ends with the `--after` of the next one.
+    public static func generations(_ query: GenerationQuery, store: any Storage, json: Bool) async throws -> String {
+        let records = try await store.generations(query)
         if json { return try Output.json(records.map(GenerationSummary.init)) }
-        if records.isEmpty { return "no generations" }
+        if records.isEmpty { return query.after == nil ? "no generations" : "no more generations" }
         let header = "UPDATED                   STATUS       SOURCE       GENERATION"
-        return ([header] + records.map {
+        var lines = [header] + records.map {
             "\(Output.time($0.updatedAt).padding(toLength: 25, withPad: " ", startingAt: 0)) \($0.status.rawValue.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.source.padding(toLength: 12, withPad: " ", startingAt: 0)) \($0.generationID)"
-        }).joined(separator: "\n")
+        }
+        if records.count == query.limit, let last = records.last {
+            lines.append("more: --after \(GenerationCursor(after: last).token)")
+        }
+        return lines.joined(separator: "\n")
+    }
+
+    /// `GET /api/generations`: the page and the cursor of the next one (null on the last page).
+    public static func generationPage(_ query: GenerationQuery, store: any Storage) async throws -> String {
+        struct Page: Encodable {
+            var generations: [GenerationSummary]
+            var next: String?
+            enum CodingKeys: String, CodingKey { case generations, next }
+            // `next` is always there: null says "last page" (a missing key would say nothing).
+            func encode(to encoder: any Encoder) throws {
+                var container = encoder.container(keyedBy: CodingKeys.self)
+                try container.encode(generations, forKey: .generations)
+                try container.encode(next, forKey: .next)
+            }
+        }
+        let records = try await store.generations(query)
+        let next = records.count == query.limit ? records.last.map { GenerationCursor(after: $0).token } : nil
+        return try Output.json(Page(generations: records.map(GenerationSummary.init), next: next))
     }
 
     public static func prune(settings: Settings, store: any Storage, includingDead: Bool = false, json: Bool) async throws -> String {
@@ -499,6 +526,7 @@ struct GenerationSummary: Encodable {
     var status: String
     var output_url: String?
     var error_message: String?
+    var created_at: String
     var updated_at: String
 
     init(_ g: GenerationRecord) {
@@ -507,6 +535,7 @@ struct GenerationSummary: Encodable {
         status = g.status.rawValue
         output_url = g.outputURL
         error_message = g.errorMessage
+        created_at = Output.time(g.createdAt)
         updated_at = Output.time(g.updatedAt)
     }
 }

@@ -140,7 +140,8 @@ public enum Daemon {
             auth: AdminAuth(token: settings.adminToken), store: store, track: track,
             generationDocument: { id in
                 try await Commands.statusDocument(generationID: id, store: store).map { Array($0.utf8) }
-            }
+            },
+            generationPage: { query in Array(try await Commands.generationPage(query, store: store).utf8) }
         )
         // The gateway (SPEC §7): with `api`, for `admin_token` and `gateway.tokens`.
         var gateway: GatewayEndpoints?

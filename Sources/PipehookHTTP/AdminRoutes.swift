@@ -2,6 +2,7 @@ import PipehookFormats
 import Foundation
 import Hummingbird
 import NIOCore
+import PipehookLifecycle
 import PipehookStore
 
 /// What the admin endpoints (`/api/*` and the status page at `/`) need from the daemon.
@@ -12,23 +13,28 @@ public struct AdminEndpoints: Sendable {
     public var track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?
     /// The `status --json` document for a generation id, or nil when the store has never heard of it.
     public var generationDocument: @Sendable (String) async throws -> [UInt8]?
+    /// One page of generations as `{"generations": […], "next": cursor or null}`.
+    public var generationPage: @Sendable (GenerationQuery) async throws -> [UInt8]
     /// Unix milliseconds.
     public var now: @Sendable () -> Int64
 
     public init(
         auth: AdminAuth, store: any Storage, track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?,
         generationDocument: @escaping @Sendable (String) async throws -> [UInt8]?,
+        generationPage: @escaping @Sendable (GenerationQuery) async throws -> [UInt8],
         now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
     ) {
         self.auth = auth
         self.store = store
         self.track = track
         self.generationDocument = generationDocument
+        self.generationPage = generationPage
         self.now = now
     }
 }
 
-/// `POST /api/generations {"id": …}` and `GET /api/generations/{id}` (SPEC §7, issue 4).
+/// `POST /api/generations {"id": …}`, `GET /api/generations` (one page, filtered) and
+/// `GET /api/generations/{id}` (SPEC §7, issues 4 and 14).
 enum AdminRoutes {
     static let maxBodyBytes = 64 * 1024
 
@@ -60,6 +66,17 @@ enum AdminRoutes {
             if let current = outcome.status { json += #","status":""# + current.rawValue + #"""# }
             return JSONResponse.make(status: status, json: json + "}")
         }
+        router.get("/api/generations") { request, _ in
+            try admin.auth.require(request)
+            let query = try generationQuery(request.uri.queryParameters)
+            let page: [UInt8]
+            do {
+                page = try await admin.generationPage(query)
+            } catch {
+                throw APIError.storeUnavailable
+            }
+            return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: page)))
+        }
         router.get("/api/generations/:id") { request, context in
             try admin.auth.require(request)
             let id = context.parameters.get("id") ?? ""
@@ -77,6 +94,31 @@ enum AdminRoutes {
                 body: ResponseBody(byteBuffer: ByteBuffer(bytes: document))
             )
         }
+    }
+
+    static let maxPage = 500
+
+    /// `?status=&source=&after=&limit=` (limit 1…500, default 50), each checked: a value that
+    /// does not parse is a 400 naming it, never ignored.
+    static func generationQuery(_ parameters: Parameters) throws -> GenerationQuery {
+        func invalid(_ message: String) -> APIError { APIError(.badRequest, code: "invalid_request", message: message) }
+        var query = GenerationQuery()
+        if let text = parameters["status"].map(String.init), !text.isEmpty {
+            guard let status = GenerationStatus(rawValue: text) else {
+                throw invalid("status must be one of \(GenerationStatus.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            query.status = status
+        }
+        if let source = parameters["source"].map(String.init), !source.isEmpty { query.source = source }
+        if let token = parameters["after"].map(String.init), !token.isEmpty {
+            guard let cursor = GenerationCursor(token: token) else { throw invalid("after is not a cursor from a previous page's next") }
+            query.after = cursor
+        }
+        if let text = parameters["limit"].map(String.init) {
+            guard let limit = Int(text), (1...maxPage).contains(limit) else { throw invalid("limit must be a number from 1 to \(maxPage)") }
+            query.limit = limit
+        }
+        return query
     }
 
     /// The `id` of a `{"id": "gen_…"}` body, checked like a webhook's generation id.

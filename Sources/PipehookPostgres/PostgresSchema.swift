@@ -183,6 +183,10 @@ enum PostgresSchema {
             """,
             "CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at)",
         ]),
+        // Lists filtered by source, newest first, without scanning the others' rows (issue 14).
+        Migration(id: "v7-generations-by-source", statements: [
+            "CREATE INDEX generations_source_updated ON generations (source, updated_at)",
+        ]),
     ]
 
     /// Applies what is missing in one transaction. The advisory lock is keyed by the schema, so

@@ -445,20 +445,37 @@ extension PostgresStore: WebhookStore {
         }
     }
 
-    public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
-        try await read("list generations") { db, logger in
-            let rows: [PostgresRow]
-            if let status {
-                rows = try await db.query("""
-                    SELECT \(unescaped: Self.generationColumns) FROM generations WHERE status = \(status.rawValue)
-                    ORDER BY updated_at DESC, generation_id LIMIT \(limit)
-                    """, logger: logger).collect()
-            } else {
-                rows = try await db.query("""
-                    SELECT \(unescaped: Self.generationColumns) FROM generations ORDER BY updated_at DESC, generation_id LIMIT \(limit)
-                    """, logger: logger).collect()
-            }
-            return try rows.map(Self.generation)
+    /// `GenerationQuery`'s order and filters in SQL; `COLLATE "C"` compares ids by their bytes,
+    /// as the other stores do, whatever the database's collation.
+    public func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord] {
+        var sql = PostgresQuery.StringInterpolation(literalCapacity: 256, interpolationCount: 8)
+        sql.appendLiteral("SELECT \(Self.generationColumns) FROM generations WHERE true")
+        if let status = query.status {
+            sql.appendLiteral(" AND status = ")
+            sql.appendInterpolation(status.rawValue)
+        }
+        if let source = query.source {
+            sql.appendLiteral(" AND source = ")
+            sql.appendInterpolation(source)
+        }
+        if let after = query.after {
+            sql.appendLiteral(" AND (updated_at < ")
+            sql.appendInterpolation(after.updatedAt)
+            sql.appendLiteral(" OR (updated_at = ")
+            sql.appendInterpolation(after.updatedAt)
+            sql.appendLiteral(" AND (generation_id COLLATE \"C\" > ")
+            sql.appendInterpolation(after.generationID)
+            sql.appendLiteral(" OR (generation_id = ")
+            sql.appendInterpolation(after.generationID)
+            sql.appendLiteral(" AND source COLLATE \"C\" > ")
+            sql.appendInterpolation(after.source)
+            sql.appendLiteral("))))")
+        }
+        sql.appendLiteral(" ORDER BY updated_at DESC, generation_id COLLATE \"C\", source COLLATE \"C\" LIMIT ")
+        sql.appendInterpolation(query.limit)
+        let statement = PostgresQuery(stringInterpolation: sql)
+        return try await read("list generations") { db, logger in
+            try await db.query(statement, logger: logger).collect().map(Self.generation)
         }
     }
 

@@ -254,20 +254,28 @@ public final class SQLiteStore: WebhookStore {
         try await read { db in try Int64.fetchOne(db, sql: "SELECT coalesce(max(seq), 0) FROM events") ?? 0 }
     }
 
-    public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
-        try await read { db in
-            let rows: [Row]
-            if let status {
-                rows = try Row.fetchAll(db, sql: """
-                    SELECT * FROM generations WHERE status = ? ORDER BY updated_at DESC, generation_id LIMIT ?
-                    """, arguments: [status.rawValue, limit])
-            } else {
-                rows = try Row.fetchAll(db, sql: """
-                    SELECT * FROM generations ORDER BY updated_at DESC, generation_id LIMIT ?
-                    """, arguments: [limit])
-            }
-            return try rows.map(Self.generation)
+    /// `GenerationQuery`'s order and filters in SQL (BINARY collation: byte order); only the
+    /// filters asked for are in the statement, so each can use its index.
+    public func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord] {
+        var clauses: [String] = []
+        var arguments = StatementArguments()
+        if let status = query.status {
+            clauses.append("status = ?")
+            arguments += [status.rawValue]
         }
+        if let source = query.source {
+            clauses.append("source = ?")
+            arguments += [source]
+        }
+        if let after = query.after {
+            clauses.append("(updated_at < ? OR (updated_at = ? AND (generation_id > ? OR (generation_id = ? AND source > ?))))")
+            arguments += [after.updatedAt, after.updatedAt, after.generationID, after.generationID, after.source]
+        }
+        arguments += [query.limit]
+        let sql = "SELECT * FROM generations" + (clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND "))
+            + " ORDER BY updated_at DESC, generation_id, source LIMIT ?"
+        let bound = arguments
+        return try await read { db in try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.generation) }
     }
 
     public func counts() async throws(StoreError) -> StoreCounts {

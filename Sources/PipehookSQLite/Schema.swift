@@ -164,6 +164,10 @@ enum Schema {
                 CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
                 """)
         }
+        migrator.registerMigration("v6-generations-by-source") { db in
+            // Lists filtered by source, newest first, without scanning the others' rows (issue 14).
+            try db.execute(sql: "CREATE INDEX generations_source_updated ON generations (source, updated_at)")
+        }
         return migrator
     }
 }

@@ -204,11 +204,9 @@ public final class MemoryStore: Storage {
         state.withLock { $0.events.values.map(\.seq).max() ?? 0 }
     }
 
-    public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
+    public func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord] {
         state.withLock { state in
-            Array(state.generations.values.filter { status == nil || $0.status == status }
-                .sorted { $0.updatedAt != $1.updatedAt ? $0.updatedAt > $1.updatedAt : $0.generationID.utf8.lexicographicallyPrecedes($1.generationID.utf8) }
-                .prefix(limit))
+            Array(state.generations.values.filter(query.admits).sorted(by: GenerationQuery.precedes).prefix(query.limit))
         }
     }
 

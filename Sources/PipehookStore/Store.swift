@@ -178,8 +178,8 @@ public protocol WebhookStore: Sendable {
     /// Every generation with this id (one per source that reported it).
     func generations(withID id: String) async throws(StoreError) -> [GenerationDetail]
 
-    /// Most recently updated first.
-    func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord]
+    /// One page of generations in `GenerationQuery`'s order.
+    func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord]
 
     /// Deletes delivery ids past the dedup window, and finished jobs and generations past
     /// retention. Dead jobs (and what they need) are kept unless `includingDead`.
@@ -274,4 +274,11 @@ extension WebhookStore {
         return (recognized, unrecognized)
     }
 
+}
+
+extension WebhookStore {
+    /// The first `limit`, most recently updated first.
+    public func generations(status: GenerationStatus?, limit: Int) async throws(StoreError) -> [GenerationRecord] {
+        try await generations(GenerationQuery(status: status, limit: limit))
+    }
 }

@@ -135,19 +135,23 @@ extension GenerationStatus: ExpressibleByArgument {
 }
 
 struct Generations: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List generations, most recently updated first.")
+    static let configuration = CommandConfiguration(abstract: "List generations, most recently updated first, a page at a time.")
     @OptionGroup var options: ConfigOption
     @Option(help: "Only generations with this status.") var status: GenerationStatus?
+    @Option(help: "Only generations of this source.") var source: String?
+    @Option(help: "The page after this cursor (printed as `more: --after …` under a full page).") var after: String?
     @Option(help: "At most this many.") var limit: Int = 50
     @Flag(help: "Machine-readable output.") var json = false
 
     func validate() throws {
         guard limit > 0 else { throw ValidationError("--limit must be positive") }
+        if let after, GenerationCursor(token: after) == nil { throw ValidationError("--after is not a cursor printed by a previous page") }
     }
 
     func run() async throws {
         let store = try await Daemon.openStore(try options.loadStore(), readOnly: true)
-        write(try await Commands.generations(status: status, limit: limit, store: store, json: json))
+        let query = GenerationQuery(status: status, source: source, after: after.flatMap(GenerationCursor.init(token:)), limit: limit)
+        write(try await Commands.generations(query, store: store, json: json))
     }
 }
 

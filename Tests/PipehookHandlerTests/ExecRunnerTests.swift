@@ -303,8 +303,10 @@ import Darwin
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let ledger = StepProcessLedger(directory: directory, compactAfterBytes: 256)
         let runner = ExecRunner(logger: Fixtures.logger, baseEnvironment: ExecRunnerTests.base, ledger: ledger)
-        let marker = directory + "/long-started"
-        async let long = runner.run(Fixtures.exec(["/bin/sh", "-c", "touch \(marker); sleep 4"]), context: Fixtures.context(Fixtures.document()))
+        let marker = directory + "/long-started", release = directory + "/release"
+        // Runs until the test releases it, however slowly the short steps go.
+        let script = "touch \(marker); while [ ! -e \(release) ]; do sleep 0.05; done"
+        async let long = runner.run(Fixtures.exec(["/bin/sh", "-c", script]), context: Fixtures.context(Fixtures.document()))
         while !FileManager.default.fileExists(atPath: marker) || ledger.listed().isEmpty { try await Task.sleep(for: .milliseconds(20)) }
         for _ in 0..<60 {
             #expect(await runner.run(Fixtures.exec(["/bin/true"]), context: Fixtures.context(Fixtures.document())).result == .succeeded)
@@ -312,6 +314,7 @@ import Darwin
         let size = try #require(try FileManager.default.attributesOfItem(atPath: ledger.journalPath)[.size] as? Int)
         #expect(size <= 256 + 64, "the journal was not compacted: \(size) bytes")
         #expect(ledger.listed().count == 1, "the running step is still listed after compaction")
+        FileManager.default.createFile(atPath: release, contents: nil)
         #expect(await long.result == .succeeded)
         #expect(ledger.listed().isEmpty)
     }

@@ -43,6 +43,38 @@ import Testing
 
     static func code(_ json: [String: Any]) -> String? { (json["error"] as? [String: Any])?["code"] as? String }
 
+    /// Issue 14: `GET /api/generations` pages through every generation with its filters; the
+    /// `next` cursor leads to the following page, null on the last; a bad parameter is a 400.
+    @Test func generationsArePagedWithACursor() async throws {
+        try await Self.run { client, store in
+            for index in 0..<7 {
+                let status: GenerationStatusText = index % 2 == 0 ? .completed : .queued
+                _ = try await store.ingest(Fixture.delivery(id: "m\(index)", generation: "gen_\(index)", status: status, at: 1_000 + Int64(index)))
+            }
+            var seen: [String] = []
+            var uri = "/api/generations?limit=3"
+            while true {
+                let (status, json, headers) = try await Self.request(client, .get, uri)
+                #expect(status == .ok && headers[.contentType] == "application/json")
+                let page = try #require(json["generations"] as? [[String: Any]])
+                seen += page.compactMap { $0["generation_id"] as? String }
+                guard let next = json["next"] as? String else { break }
+                uri = "/api/generations?limit=3&after=" + next
+            }
+            #expect(seen == (0..<7).reversed().map { "gen_\($0)" }, "\(seen)")
+            let (_, completed, _) = try await Self.request(client, .get, "/api/generations?status=completed&source=pipevideo")
+            #expect((completed["generations"] as? [[String: Any]])?.compactMap { $0["generation_id"] as? String } == ["gen_6", "gen_4", "gen_2", "gen_0"])
+            #expect(completed["next"] is NSNull)
+            let (_, other, _) = try await Self.request(client, .get, "/api/generations?source=nowhere")
+            #expect((other["generations"] as? [Any])?.isEmpty == true)
+            for bad in ["status=done", "after=%21%21", "limit=0", "limit=501", "limit=x"] {
+                let (status, json, _) = try await Self.request(client, .get, "/api/generations?" + bad)
+                #expect(status == .badRequest && Self.code(json) == "invalid_request", "\(bad)")
+            }
+            #expect(try await Self.request(client, .get, "/api/generations", authorization: nil).0 == .unauthorized)
+        }
+    }
+
     @Test func offWithoutAnAdminToken() async throws {
         try await Self.run(token: nil) { client, _ in
             let (status, json, _) = try await Self.request(client, .post, "/api/generations", body: #"{"id":"gen_1"}"#)

@@ -179,3 +179,23 @@ import Testing
         #expect(cursor.frontier == far + 1)
     }
 }
+
+/// The cursor of a generations page is URL-safe text that comes back exactly, and nothing else
+/// decodes as one (a bad `after=` is refused, never read as the first page).
+@Suite struct GenerationCursorTests {
+    @Test(arguments: [
+        GenerationCursor(updatedAt: 0, generationID: "", source: ""),
+        GenerationCursor(updatedAt: 1_764_000_000_123, generationID: "gen_01HZX3Q9", source: "pipevideo"),
+        GenerationCursor(updatedAt: -5, generationID: "a:b:c\n\u{0}é🎬", source: "s:1"),
+    ])
+    func tokensRoundTrip(_ cursor: GenerationCursor) throws {
+        let token = cursor.token
+        #expect(token.utf8.allSatisfy { ($0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || ($0 >= 48 && $0 <= 57) || ($0 | 32 >= 97 && $0 | 32 <= 122)) })
+        #expect(GenerationCursor(token: token) == cursor)
+    }
+
+    @Test(arguments: ["", "!", "a", "MTIz", "MTIzOjk5Om", "MTIzOjk5OmFi", "eA==", String(repeating: "A", count: 5000)])
+    func otherTextIsNoCursor(_ token: String) {
+        #expect(GenerationCursor(token: token) == nil, "\(token.prefix(20))")
+    }
+}
