@@ -22,15 +22,37 @@ enum StatusPage {
         router.get("/") { request, _ in
             try admin.auth.require(request)
             let retried = request.uri.queryParameters["retried"].map(String.init).flatMap { JobID.isValid($0) ? $0 : nil }
+            var query = try AdminRoutes.generationQuery(request.uri.queryParameters)
+            if request.uri.queryParameters["limit"] == nil { query.limit = StatusPageSnapshot.generationLimit }
             let snapshot: StatusPageSnapshot
             do {
-                snapshot = try await StatusPageSnapshot.load(from: admin.store, now: admin.now())
+                snapshot = try await StatusPageSnapshot.load(from: admin.store, now: admin.now(), query: query)
             } catch {
                 throw APIError.storeUnavailable
             }
             let page = StatusPageHTML.render(snapshot, retried: retried) { jobID in
                 admin.auth.formToken(for: retryPurpose(jobID)) ?? ""
             }
+            return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+        }
+
+        router.get("/generation") { request, _ in
+            try admin.auth.require(request)
+            let parameters = request.uri.queryParameters
+            guard let source = parameters["source"].map(String.init), let id = parameters["id"].map(String.init), !id.isEmpty else {
+                throw APIError(.badRequest, code: "invalid_request", message: "give the generation as ?source=…&id=…")
+            }
+            let generation: StatusPageSnapshot.Generation?
+            do {
+                let record = try await admin.store.generations(withID: id).first { $0.generation.source.sameBytes(as: source) }?.generation
+                generation = if let record { try await StatusPageSnapshot.generations([record], from: admin.store).first } else { nil }
+            } catch {
+                throw APIError.storeUnavailable
+            }
+            guard let generation else {
+                throw APIError(.notFound, code: "generation_not_found", message: "the store has no generation with this id in this source")
+            }
+            let page = StatusPageHTML.renderGeneration(generation, now: admin.now())
             return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
         }
 

@@ -23,15 +23,27 @@ struct StatusPageSnapshot: Sendable {
     var counts: StoreCounts
     var dead: [JobRecord]
     var generations: [Generation]
+    /// The list's filters and page; `next` is set when there may be another page.
+    var query = GenerationQuery(limit: generationLimit)
+    var next: GenerationCursor?
 
-    static func load(from store: any Storage, now: Int64) async throws(StoreError) -> Self {
+    static func load(from store: any Storage, now: Int64, query: GenerationQuery = GenerationQuery(limit: generationLimit)) async throws(StoreError) -> Self {
         let jobCounts = try await store.jobCounts()
         let counts = try await store.counts()
         let dead = try await store.jobs(state: .dead, limit: deadLimit)
+        let records = try await store.generations(query)
+        var snapshot = Self(now: now, jobCounts: jobCounts, counts: counts, dead: dead, generations: try await generations(records, from: store))
+        snapshot.query = query
+        snapshot.next = records.count == query.limit ? records.last.map(GenerationCursor.init(after:)) : nil
+        return snapshot
+    }
+
+    /// Each record with its timeline, jobs and their attempts.
+    static func generations(_ records: [GenerationRecord], from store: any Storage) async throws(StoreError) -> [Generation] {
         var generations: [Generation] = []
         // `generations(withID:)` answers for every source at once; two sources may share an id.
         var detailsByID: [String: [GenerationDetail]] = [:]
-        for record in try await store.generations(status: nil, limit: generationLimit) {
+        for record in records {
             let details: [GenerationDetail]
             if let known = detailsByID[record.generationID] {
                 details = known
@@ -46,7 +58,7 @@ struct StatusPageSnapshot: Sendable {
             }
             generations.append(Generation(record: record, timeline: timeline, jobs: jobs))
         }
-        return Self(now: now, jobCounts: jobCounts, counts: counts, dead: dead, generations: generations)
+        return generations
     }
 }
 
@@ -137,21 +149,78 @@ enum StatusPageHTML {
     }
 
     static func recentGenerations(_ snapshot: StatusPageSnapshot) -> String {
-        var out = #"<section id="generations"><h2>Recent generations</h2>"#
-        guard !snapshot.generations.isEmpty else { return out + #"<p class="muted">No generations yet.</p></section>"# + "\n" }
-        out += #"<p class="muted">The \#(snapshot.generations.count) most recently updated of \#(snapshot.counts.generations). "#
-            + "Open one for its timeline and jobs.</p>"
+        var out = #"<section id="generations"><h2>Generations</h2>"#
+        out += filterForm(snapshot.query)
+        let filtered = snapshot.query.status != nil || snapshot.query.source != nil
+        guard !snapshot.generations.isEmpty else {
+            let text = snapshot.query.after != nil ? "No more generations." : filtered ? "No generations match." : "No generations yet."
+            return out + #"<p class="muted">"# + text + "</p></section>\n"
+        }
+        out += #"<p class="muted">\#(snapshot.generations.count) \#(filtered ? "matching" : "of \(snapshot.counts.generations)"), most recently updated first"#
+            + (snapshot.query.after != nil ? ", after the previous page" : "") + ". Open one for its timeline and jobs.</p>"
         for generation in snapshot.generations {
             out += self.generation(generation)
+        }
+        if let next = snapshot.next {
+            var parameters: [(String, String)] = []
+            if let status = snapshot.query.status { parameters.append(("status", status.rawValue)) }
+            if let source = snapshot.query.source { parameters.append(("source", source)) }
+            parameters.append(("after", next.token))
+            out += #"<p><a id="next-page" href="/?"# + html(queryString(parameters)) + #"">Next page →</a></p>"#
         }
         return out + "</section>\n"
     }
 
-    static func generation(_ generation: StatusPageSnapshot.Generation) -> String {
+    /// A plain GET form: the filters travel in the URL, so a filtered page can be shared.
+    static func filterForm(_ query: GenerationQuery) -> String {
+        var out = #"<form method="get" action="/" class="filters"><label>Status <select name="status"><option value="">any</option>"#
+        for status in GenerationStatus.allCases {
+            out += #"<option value=""# + html(status.rawValue) + #"""# + (query.status == status ? " selected" : "") + ">" + html(status.rawValue) + "</option>"
+        }
+        out += #"</select></label> <label>Source <input name="source" value=""# + html(query.source ?? "") + #"" size="12"></label> "#
+        return out + #"<button type="submit">Filter</button> <a href="/">Clear</a></form>"#
+    }
+
+    /// `name=value&…`, each part percent-encoded (ids may hold any character).
+    static func queryString(_ parameters: [(String, String)]) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return parameters.map { name, value in
+            name + "=" + (value.addingPercentEncoding(withAllowedCharacters: allowed) ?? "")
+        }.joined(separator: "&")
+    }
+
+    /// The stable address of one generation's page.
+    static func generationPath(_ record: GenerationRecord) -> String {
+        "/generation?" + queryString([("source", record.source), ("id", record.generationID)])
+    }
+
+    /// `GET /generation?source=&id=`: one generation on its own page, everything unfolded.
+    static func renderGeneration(_ generation: StatusPageSnapshot.Generation, now: Int64) -> String {
+        var page = """
+            <!doctype html>
+            <html lang="en">
+            <head>
+            <meta charset="utf-8">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>\(html(generation.record.generationID)) · pipehook</title>
+            <style>\(style)</style>
+            </head>
+            <body>
+            <header><p><a href="/">← status</a></p><h1>Generation <code>\(html(generation.record.generationID))</code></h1>
+            <p class="muted">Source \(html(generation.record.source)) · as of \(time(now)) (UTC).</p></header>
+
+            """
+        page += self.generation(generation, open: true)
+        return page + "</body>\n</html>\n"
+    }
+
+    static func generation(_ generation: StatusPageSnapshot.Generation, open alwaysOpen: Bool = false) -> String {
         let record = generation.record
         // Folded unless a job needs a person's attention.
-        let open = generation.jobs.contains { $0.record.state == .dead } ? " open" : ""
-        var out = #"<details class="generation"\#(open)><summary><code>"# + html(record.generationID) + "</code> "
+        let open = alwaysOpen || generation.jobs.contains { $0.record.state == .dead } ? " open" : ""
+        var out = #"<details class="generation"\#(open)><summary><a class="permalink" href=""# + html(generationPath(record))
+            + #"" title="this generation's own page"><code>"# + html(record.generationID) + "</code></a> "
             + badge(record.status.rawValue) + #" <span class="muted">"# + html(record.source) + " · updated </span>" + time(record.updatedAt)
         if let url = record.outputURL {
             out += #" <span class="muted">· output</span> <span class="url">"# + html(url) + "</span>"
@@ -220,5 +289,6 @@ enum StatusPageHTML {
         .b-in_progress,.b-running{background:#ddf4ff;color:#0550ae}.b-pending,.b-queued{background:#fff8c5;color:#7d4e00}
         .b-interrupted{background:#fff8c5;color:#7d4e00}
         button{font:inherit;padding:.1rem .7rem;cursor:pointer}
+        .filters{margin:.3rem 0 .6rem}.filters label{margin-right:.6rem}a.permalink{text-decoration:none}
         """
 }

@@ -169,8 +169,41 @@ import Testing
             #expect(html.contains("&lt;b&gt;bold&lt;/b&gt; &amp; &#39;quoted&#39;"))
             #expect(html.contains("msg_x&#39;&quot;&amp;1"))
             #expect(!html.contains("<script") && !html.contains("<img") && !html.contains("<b>"))
-            // Output URLs are text, never links (nor anything else that loads).
-            #expect(!html.contains("<a ") && !html.contains("href=") && !html.contains(#"src=""#))
+            // Output URLs are text, never links (nor anything else that loads): the only links are
+            // the page's own, to paths here, with outside values percent-encoded.
+            let hrefs = html.components(separatedBy: #"href=""#).dropFirst().map { $0.prefix { $0 != "\"" } }
+            #expect(!hrefs.isEmpty && hrefs.allSatisfy { $0.hasPrefix("/") && !$0.contains("x.example") }, "\(hrefs)")
+            #expect(hrefs.contains("/generation?source=pipevideo&amp;id=%3Cscript%3Ealert%281%29%3C%2Fscript%3E"), "\(hrefs)")
+            #expect(!html.contains(#"src=""#))
+        }
+    }
+
+    /// Issue 14: the list pages through every generation with its filters in the URL, and each
+    /// generation has a page of its own at a stable address (timeline, jobs and attempts).
+    @Test func generationsArePagedFilteredAndHaveTheirOwnPage() async throws {
+        try await Harness().run { client, store in
+            let now = Self.nowMilliseconds()
+            for index in 0..<60 {
+                try await Self.event(store, id: "msg_page_\(index)", generation: "gen_page_\(index)", status: index % 3 == 0 ? .failed : .queued, at: now + Int64(index))
+            }
+            let (_, first) = try await Self.page(client)
+            #expect(first.contains("gen_page_59") && first.contains("gen_page_10") && !first.contains("gen_page_9<"), "the first 50")
+            let next = try #require(first.components(separatedBy: #"<a id="next-page" href=""#).dropFirst().first?.prefix { $0 != "\"" })
+            let (secondResponse, second) = try await Self.page(client, next.replacingOccurrences(of: "&amp;", with: "&"))
+            #expect(secondResponse.status == .ok)
+            #expect(second.contains("gen_page_9<") && second.contains("gen_page_0<") && !second.contains("gen_page_10<"))
+            #expect(!second.contains("next-page"), "the last page has no next link")
+
+            let (_, failed) = try await Self.page(client, "/?status=failed&source=pipevideo")
+            #expect(failed.contains("gen_page_57") && !failed.contains("gen_page_58") && failed.contains(#"<option value="failed" selected>"#))
+            let (badResponse, _) = try await Self.page(client, "/?after=not-a-cursor!")
+            #expect(badResponse.status == .badRequest)
+
+            let (pageResponse, own) = try await Self.page(client, "/generation?source=pipevideo&id=gen_page_3")
+            #expect(pageResponse.status == .ok && pageResponse.headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true)
+            #expect(own.contains("<h1>Generation <code>gen_page_3</code></h1>") && own.contains("msg_page_3") && own.contains(#"<details class="generation" open>"#))
+            #expect(try await Self.page(client, "/generation?source=other&id=gen_page_3").0.status == .notFound)
+            #expect(try await Self.page(client, "/generation?id=gen_page_3").0.status == .badRequest)
         }
     }
 
