@@ -314,7 +314,7 @@ import Darwin
         let size = try #require(try FileManager.default.attributesOfItem(atPath: ledger.journalPath)[.size] as? Int)
         #expect(size <= 256 + 64, "the journal was not compacted: \(size) bytes")
         #expect(ledger.listed().count == 1, "the running step is still listed after compaction")
-        FileManager.default.createFile(atPath: release, contents: nil)
+        _ = FileManager.default.createFile(atPath: release, contents: nil)
         #expect(await long.result == .succeeded)
         #expect(ledger.listed().isEmpty)
     }
