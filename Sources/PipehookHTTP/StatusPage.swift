@@ -56,6 +56,27 @@ enum StatusPage {
             return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
         }
 
+        router.get("/search") { request, _ in
+            try admin.auth.require(request)
+            let text = request.uri.queryParameters["q"].map { String($0).trimmingCharacters(in: .whitespacesAndNewlines) } ?? ""
+            guard !text.isEmpty else { return Response(status: .seeOther, headers: [.location: "/", .cacheControl: "no-store"]) }
+            guard text.utf8.count <= 1024 else {
+                throw APIError(.badRequest, code: "invalid_request", message: "a search is at most 1024 bytes")
+            }
+            let found: [GenerationKey]
+            do {
+                found = try await search(text, in: admin.store)
+            } catch {
+                throw APIError.storeUnavailable
+            }
+            // One answer: go there. Several or none: say so on a page of links.
+            if found.count == 1, let only = found.first {
+                return Response(status: .seeOther, headers: [.location: StatusPageHTML.generationPath(only), .cacheControl: "no-store"])
+            }
+            let page = StatusPageHTML.renderSearch(text, found: found, now: admin.now())
+            return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+        }
+
         router.post("/jobs/:id/retry") { request, context in
             try admin.auth.require(request)
             let jobID = context.parameters.get("id") ?? ""
@@ -90,6 +111,19 @@ enum StatusPage {
             }
             return Response(status: .seeOther, headers: [.location: "/?retried=" + jobID, .cacheControl: "no-store"])
         }
+    }
+
+    /// The generations `text` names, as a job id, a delivery (event) id or a generation id, in
+    /// that order and each once.
+    static func search(_ text: String, in store: any Storage) async throws(StoreError) -> [GenerationKey] {
+        var found: [GenerationKey] = []
+        func add(_ key: GenerationKey) { if !found.contains(key) { found.append(key) } }
+        if let job = try await store.job(id: text) { add(GenerationKey(source: job.source, generationID: job.generationID)) }
+        for key in try await store.eventGenerations(eventID: text) { add(key) }
+        for detail in try await store.generations(withID: text) {
+            add(GenerationKey(source: detail.generation.source, generationID: detail.generation.generationID))
+        }
+        return found
     }
 
     static let secFetchSite = HTTPField.Name("Sec-Fetch-Site")!

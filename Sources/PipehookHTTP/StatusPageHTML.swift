@@ -150,6 +150,7 @@ enum StatusPageHTML {
 
     static func recentGenerations(_ snapshot: StatusPageSnapshot) -> String {
         var out = #"<section id="generations"><h2>Generations</h2>"#
+        out += searchForm()
         out += filterForm(snapshot.query)
         let filtered = snapshot.query.status != nil || snapshot.query.source != nil
         guard !snapshot.generations.isEmpty else {
@@ -192,7 +193,46 @@ enum StatusPageHTML {
 
     /// The stable address of one generation's page.
     static func generationPath(_ record: GenerationRecord) -> String {
-        "/generation?" + queryString([("source", record.source), ("id", record.generationID)])
+        generationPath(GenerationKey(source: record.source, generationID: record.generationID))
+    }
+
+    static func generationPath(_ key: GenerationKey) -> String {
+        "/generation?" + queryString([("source", key.source), ("id", key.generationID)])
+    }
+
+    /// Find anything by the id a person has at hand: a generation, a delivery or a job.
+    static func searchForm(_ text: String = "") -> String {
+        #"<form method="get" action="/search" class="filters" role="search"><label>Find <input name="q" value=""#
+            + html(text) + #"" size="34" placeholder="generation, delivery or job id"></label> <button type="submit">Find</button></form>"#
+    }
+
+    /// `GET /search?q=` when it does not lead to exactly one generation.
+    static func renderSearch(_ text: String, found: [GenerationKey], now: Int64) -> String {
+        var page = """
+            <!doctype html>
+            <html lang="en">
+            <head>
+            <meta charset="utf-8">
+            <meta name="viewport" content="width=device-width, initial-scale=1">
+            <title>Search · pipehook</title>
+            <style>\(style)</style>
+            </head>
+            <body>
+            <header><p><a href="/">← status</a></p><h1>Search</h1></header>
+
+            """
+        page += searchForm(text)
+        if found.isEmpty {
+            page += #"<p class="muted" id="search-result">Nothing in the store has the id <code>"# + html(text) + "</code>.</p>"
+        } else {
+            page += #"<p id="search-result">\#(found.count) generations:</p><ul>"#
+            for key in found {
+                page += #"<li><a href=""# + html(generationPath(key)) + #""><code>"# + html(key.generationID) + "</code></a> "
+                    + #"<span class="muted">source "# + html(key.source) + "</span></li>"
+            }
+            page += "</ul>"
+        }
+        return page + "</body>\n</html>\n"
     }
 
     /// `GET /generation?source=&id=`: one generation on its own page, everything unfolded.

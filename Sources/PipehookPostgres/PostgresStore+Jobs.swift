@@ -322,6 +322,23 @@ extension PostgresStore: JobStore {
         }
     }
 
+    public func job(id: String) async throws(StoreError) -> JobRecord? {
+        try await read("find a job") { db, logger in
+            try await db.query("SELECT \(unescaped: Self.jobColumns()) FROM jobs WHERE id = \(id)", logger: logger).collect().first.map(Self.job)
+        }
+    }
+
+    public func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey] {
+        try await read("find an event") { db, logger in
+            try await db.query("""
+                SELECT source, generation_id FROM events WHERE event_id = \(eventID) ORDER BY source COLLATE "C"
+                """, logger: logger).collect().map { row in
+                let (source, generationID) = try row.decode((String, String).self)
+                return GenerationKey(source: source, generationID: generationID)
+            }
+        }
+    }
+
     public func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord] {
         try await read("list attempts") { db, logger in
             try await db.query("""

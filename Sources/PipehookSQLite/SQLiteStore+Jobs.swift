@@ -191,6 +191,17 @@ extension SQLiteStore: JobStore {
         }
     }
 
+    public func job(id: String) async throws(StoreError) -> JobRecord? {
+        try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job) }
+    }
+
+    public func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT source, generation_id FROM events WHERE event_id = ? ORDER BY source", arguments: [eventID])
+                .map { GenerationKey(source: $0["source"], generationID: $0["generation_id"]) }
+        }
+    }
+
     public func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord] {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE job_id = ? ORDER BY id", arguments: [jobID]).map { row in

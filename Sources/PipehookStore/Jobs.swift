@@ -339,6 +339,8 @@ public protocol JobStore: Sendable {
     func jobs(state: JobState?, limit: Int) async throws(StoreError) -> [JobRecord]
     func jobs(generationID: String, source: String) async throws(StoreError) -> [JobRecord]
     func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord]
+    /// The job with this id, or nil (search, issue 14).
+    func job(id: String) async throws(StoreError) -> JobRecord?
     /// Dead (or pending) job back to pending, now, with a fresh attempt count for its step.
     func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord
     func retryDead(at: Int64) async throws(StoreError) -> Int

@@ -370,6 +370,18 @@ public final class MemoryStore: Storage {
         }
     }
 
+    public func job(id: String) async throws(StoreError) -> JobRecord? {
+        state.withLock { state in state.jobs.first { $0.key.sameBytes(as: id) }?.value.job }
+    }
+
+    public func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey] {
+        state.withLock { state in
+            state.events.values.filter { $0.event.eventID.sameBytes(as: eventID) }
+                .map { GenerationKey(source: $0.event.source, generationID: $0.event.generationID) }
+                .sorted { $0.source.utf8.lexicographicallyPrecedes($1.source.utf8) }
+        }
+    }
+
     public func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord] {
         state.withLock { state in state.attempts.values.filter { $0.jobID == jobID }.sorted { $0.id < $1.id } }
     }

@@ -178,6 +178,10 @@ public protocol WebhookStore: Sendable {
     /// Every generation with this id (one per source that reported it).
     func generations(withID id: String) async throws(StoreError) -> [GenerationDetail]
 
+    /// The generation each stored event with this id is about, one per source that has it
+    /// (search by delivery id, issue 14), in source byte order.
+    func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey]
+
     /// One page of generations in `GenerationQuery`'s order.
     func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord]
 

@@ -235,6 +235,7 @@ import Testing
             try await base.jobs(generationID: generationID, source: source)
         }
         func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord] { try await base.attempts(jobID: jobID) }
+        func job(id: String) async throws(StoreError) -> JobRecord? { try await base.job(id: id) }
         func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord { try await base.retry(jobID: jobID, at: at) }
         func retryDead(at: Int64) async throws(StoreError) -> Int { try await base.retryDead(at: at) }
         func requeueRunning(at: Int64) async throws(StoreError) -> Int { try await base.requeueRunning(at: at) }

@@ -207,6 +207,47 @@ import Testing
         }
     }
 
+    /// Issue 14: find a generation by the id a person has — its own, a delivery's, a job's; one
+    /// answer goes straight to its page, several are listed, none is said, markup stays text.
+    @Test func searchFindsGenerationsByGenerationDeliveryOrJobID() async throws {
+        try await Harness().run { client, store in
+            let now = Self.nowMilliseconds()
+            let jobID = try await Self.deadJob(store, generation: "gen_found", error: "no", at: now)
+            var twin = IncomingDelivery(
+                source: "rotating", deliveryID: "msg_twin", receivedAt: now, signedAt: now / 1000, body: Array("{}".utf8),
+                content: .event(GenerationEvent(eventType: "video.generation.queued", generationID: "gen_found", status: .queued))
+            )
+            _ = try await store.ingest(twin)
+            twin.source = "pipevideo"
+            twin.deliveryID = "msg_lonely"
+            twin.content = .event(GenerationEvent(eventType: "video.generation.queued", generationID: "gen_lonely", status: .queued))
+            _ = try await store.ingest(twin)
+            func find(_ text: String) async throws -> TestResponse {
+                var allowed = CharacterSet.alphanumerics
+                allowed.insert(charactersIn: "-._~")
+                return try await Self.page(client, "/search?q=" + text.addingPercentEncoding(withAllowedCharacters: allowed)!).0
+            }
+            for (text, target) in [
+                (jobID, "/generation?source=pipevideo&id=gen_found"), ("msg_gen_found_2", "/generation?source=pipevideo&id=gen_found"),
+                ("gen_lonely", "/generation?source=pipevideo&id=gen_lonely"), ("  msg_lonely ", "/generation?source=pipevideo&id=gen_lonely"),
+            ] {
+                let answer = try await find(text)
+                #expect(answer.status == .seeOther && answer.headers[.location] == target, "\(text) → \(answer.headers[.location] ?? "")")
+            }
+            // The same id in two sources: both listed.
+            let both = try await find("gen_found")
+            let listed = String(buffer: both.body)
+            #expect(both.status == .ok && listed.contains("2 generations:"), "\(listed)")
+            #expect(listed.contains(#"href="/generation?source=pipevideo&amp;id=gen_found""#) && listed.contains(#"href="/generation?source=rotating&amp;id=gen_found""#))
+            let none = try await find("<img src=x>")
+            let nothing = String(buffer: none.body)
+            #expect(none.status == .ok && nothing.contains("Nothing in the store has the id <code>&lt;img src=x&gt;</code>") && !nothing.contains("<img"))
+            #expect(try await find("").status == .seeOther)
+            let (_, home) = try await Self.page(client)
+            #expect(home.contains(#"<form method="get" action="/search""#))
+        }
+    }
+
     @Test func pageShowsCountersDeadJobsGenerationsAndAttempts() async throws {
         try await Harness().run { client, store in
             let jobID = try await Self.deadJob(store, generation: "gen_page", error: "upload refused: 403")

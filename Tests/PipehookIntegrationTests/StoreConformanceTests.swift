@@ -169,6 +169,28 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
         }
     }
 
+    /// Issue 14's search: a job by its id, and the generation an event id (a delivery id) is
+    /// about, one per source that has it.
+    @Test(arguments: StoreKind.available)
+    func jobsAndEventsAreFoundByTheirIDs(_ kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            var delivery = Fixture.delivery(id: "msg_search", generation: "gen_search", status: .completed, at: 5_000)
+            delivery.routes = [RoutePin(name: "archive", version: "", definition: "")]
+            _ = try await store.ingest(delivery)
+            var other = Fixture.delivery(id: "msg_search", generation: "gen_elsewhere", status: .queued, at: 5_001)
+            other.source = "other"
+            _ = try await store.ingest(other)
+            let job = try #require(try await store.jobs(generationID: "gen_search", source: "pipevideo").first)
+            #expect(try await store.job(id: job.id) == job)
+            #expect(try await store.job(id: "job_0000000000000000") == nil)
+            #expect(try await store.eventGenerations(eventID: "msg_search") == [
+                GenerationKey(source: "other", generationID: "gen_elsewhere"), GenerationKey(source: "pipevideo", generationID: "gen_search"),
+            ])
+            #expect(try await store.eventGenerations(eventID: "msg_nowhere").isEmpty)
+        }
+    }
+
     /// A downgrade is refused: a store a newer pipehook migrated is not opened for writing,
     /// and the message says what to do.
     @Test(arguments: StoreKind.available.filter { $0 != .memory })
