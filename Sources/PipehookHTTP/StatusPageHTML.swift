@@ -90,15 +90,7 @@ enum StatusPageHTML {
 
     static func render(_ snapshot: StatusPageSnapshot, retried: String?, formToken: (String) -> String) -> String {
         var page = """
-            <!doctype html>
-            <html lang="en">
-            <head>
-            <meta charset="utf-8">
-            <meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>pipehook status</title>
-            <style>\(style)</style>
-            </head>
-            <body>
+            \(head(title: "pipehook status"))
             <header><h1>pipehook status</h1><p class="muted">As of \(time(snapshot.now)) (UTC). Reload for fresh data.</p></header>
 
             """
@@ -209,15 +201,7 @@ enum StatusPageHTML {
     /// `GET /search?q=` when it does not lead to exactly one generation.
     static func renderSearch(_ text: String, found: [GenerationKey], now: Int64) -> String {
         var page = """
-            <!doctype html>
-            <html lang="en">
-            <head>
-            <meta charset="utf-8">
-            <meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>Search · pipehook</title>
-            <style>\(style)</style>
-            </head>
-            <body>
+            \(head(title: "Search · pipehook"))
             <header><p><a href="/">← status</a></p><h1>Search</h1></header>
 
             """
@@ -238,15 +222,7 @@ enum StatusPageHTML {
     /// `GET /generation?source=&id=`: one generation on its own page, everything unfolded.
     static func renderGeneration(_ generation: StatusPageSnapshot.Generation, now: Int64) -> String {
         var page = """
-            <!doctype html>
-            <html lang="en">
-            <head>
-            <meta charset="utf-8">
-            <meta name="viewport" content="width=device-width, initial-scale=1">
-            <title>\(html(generation.record.generationID)) · pipehook</title>
-            <style>\(style)</style>
-            </head>
-            <body>
+            \(head(title: generation.record.generationID + " · pipehook"))
             <header><p><a href="/">← status</a></p><h1>Generation <code>\(html(generation.record.generationID))</code></h1>
             <p class="muted">Source \(html(generation.record.source)) · as of \(time(now)) (UTC).</p></header>
 
@@ -311,6 +287,21 @@ enum StatusPageHTML {
     /// A coloured label; `value` is one of our own enum raw values, escaped all the same.
     static func badge(_ value: String) -> String {
         #"<span class="badge b-"# + html(value) + #"">"# + html(value) + "</span>"
+    }
+
+    /// The start of every page: charset, viewport, the (escaped) title and the inline style.
+    static func head(title: String) -> String {
+        """
+        <!doctype html>
+        <html lang="en">
+        <head>
+        <meta charset="utf-8">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>\(html(title))</title>
+        <style>\(style)</style>
+        </head>
+        <body>
+        """
     }
 
     static let style = """
