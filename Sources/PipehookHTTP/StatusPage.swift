@@ -43,16 +43,18 @@ enum StatusPage {
                 throw APIError(.badRequest, code: "invalid_request", message: "give the generation as ?source=…&id=…")
             }
             let generation: StatusPageSnapshot.Generation?
+            var events: [StoredEvent] = []
             do {
                 let record = try await admin.store.generations(withID: id).first { $0.generation.source.sameBytes(as: source) }?.generation
                 generation = if let record { try await StatusPageSnapshot.generations([record], from: admin.store).first } else { nil }
+                if let record { events = try await admin.store.events(source: record.source, generationID: record.generationID) }
             } catch {
                 throw APIError.storeUnavailable
             }
             guard let generation else {
                 throw APIError(.notFound, code: "generation_not_found", message: "the store has no generation with this id in this source")
             }
-            let page = StatusPageHTML.renderGeneration(generation, now: admin.now())
+            let page = StatusPageHTML.renderGeneration(generation, events: events, now: admin.now())
             return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
         }
 

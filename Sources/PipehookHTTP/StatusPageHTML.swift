@@ -220,7 +220,7 @@ enum StatusPageHTML {
     }
 
     /// `GET /generation?source=&id=`: one generation on its own page, everything unfolded.
-    static func renderGeneration(_ generation: StatusPageSnapshot.Generation, now: Int64) -> String {
+    static func renderGeneration(_ generation: StatusPageSnapshot.Generation, events: [StoredEvent] = [], now: Int64) -> String {
         var page = """
             \(head(title: generation.record.generationID + " · pipehook"))
             <header><p><a href="/">← status</a></p><h1>Generation <code>\(html(generation.record.generationID))</code></h1>
@@ -228,6 +228,7 @@ enum StatusPageHTML {
 
             """
         page += self.generation(generation, open: true)
+        page += payloads(events)
         return page + "</body>\n</html>\n"
     }
 
@@ -284,6 +285,27 @@ enum StatusPageHTML {
         return out + "</tbody></table></div>"
     }
 
+    static let payloadLimit = 64 * 1024
+
+    /// Every stored event with the payload exactly as it arrived (text, escaped; a long one cut at
+    /// `payloadLimit` bytes with the rest counted).
+    static func payloads(_ events: [StoredEvent]) -> String {
+        var out = #"<section id="events"><h2>Events and their payloads</h2>"#
+        guard !events.isEmpty else { return out + #"<p class="muted">No events kept.</p></section>"# + "\n" }
+        for event in events {
+            out += #"<details class="generation" open><summary><code>"# + html(event.eventID) + "</code> " + badge(event.status.rawValue)
+                + #" <span class="muted">"# + html(event.origin.rawValue) + " · " + html(event.eventType) + " · received </span>" + time(event.receivedAt)
+                + "</summary>"
+            let shown = event.raw.prefix(payloadLimit)
+            out += #"<pre class="payload">"# + html(String(decoding: shown, as: UTF8.self)) + "</pre>"
+            if event.raw.count > shown.count {
+                out += #"<p class="muted">… \#(event.raw.count - shown.count) more bytes not shown.</p>"#
+            }
+            out += "</details>"
+        }
+        return out + "</section>\n"
+    }
+
     /// A coloured label; `value` is one of our own enum raw values, escaped all the same.
     static func badge(_ value: String) -> String {
         #"<span class="badge b-"# + html(value) + #"">"# + html(value) + "</span>"
@@ -320,6 +342,7 @@ enum StatusPageHTML {
         .b-in_progress,.b-running{background:#ddf4ff;color:#0550ae}.b-pending,.b-queued{background:#fff8c5;color:#7d4e00}
         .b-interrupted{background:#fff8c5;color:#7d4e00}
         button{font:inherit;padding:.1rem .7rem;cursor:pointer}
+        pre.payload{white-space:pre-wrap;word-break:break-all;background:#f6f8fa;padding:.4rem .6rem;border-radius:6px;max-height:24rem;overflow:auto}
         .filters{margin:.3rem 0 .6rem}.filters label{margin-right:.6rem}a.permalink{text-decoration:none}
         """
 }

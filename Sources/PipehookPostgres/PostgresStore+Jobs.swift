@@ -328,6 +328,14 @@ extension PostgresStore: JobStore {
         }
     }
 
+    public func events(source: String, generationID: String) async throws(StoreError) -> [StoredEvent] {
+        try await read("read a generation's events") { db, logger in
+            try await db.query("""
+                SELECT \(unescaped: Self.eventColumns) FROM events WHERE source = \(source) AND generation_id = \(generationID) ORDER BY seq
+                """, logger: logger).collect().map(Self.storedEvent)
+        }
+    }
+
     public func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey] {
         try await read("find an event") { db, logger in
             try await db.query("""

@@ -195,6 +195,13 @@ extension SQLiteStore: JobStore {
         try await read { db in try Row.fetchOne(db, sql: "SELECT * FROM jobs WHERE id = ?", arguments: [id]).map(Self.job) }
     }
 
+    public func events(source: String, generationID: String) async throws(StoreError) -> [StoredEvent] {
+        try await read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM events WHERE source = ? AND generation_id = ? ORDER BY seq", arguments: [source, generationID])
+                .map(Self.storedEvent)
+        }
+    }
+
     public func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey] {
         try await read { db in
             try Row.fetchAll(db, sql: "SELECT source, generation_id FROM events WHERE event_id = ? ORDER BY source", arguments: [eventID])

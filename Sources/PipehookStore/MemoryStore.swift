@@ -374,6 +374,13 @@ public final class MemoryStore: Storage {
         state.withLock { state in state.jobs.first { $0.key.sameBytes(as: id) }?.value.job }
     }
 
+    public func events(source: String, generationID: String) async throws(StoreError) -> [StoredEvent] {
+        state.withLock { state in
+            state.events.values.filter { $0.event.source.sameBytes(as: source) && $0.event.generationID.sameBytes(as: generationID) }
+                .sorted { $0.seq < $1.seq }.map(\.event)
+        }
+    }
+
     public func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey] {
         state.withLock { state in
             state.events.values.filter { $0.event.eventID.sameBytes(as: eventID) }

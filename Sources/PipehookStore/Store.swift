@@ -182,6 +182,10 @@ public protocol WebhookStore: Sendable {
     /// (search by delivery id, issue 14), in source byte order.
     func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey]
 
+    /// A generation's stored events with their raw payloads, in the order they were stored (the
+    /// generation's page, issue 14).
+    func events(source: String, generationID: String) async throws(StoreError) -> [StoredEvent]
+
     /// One page of generations in `GenerationQuery`'s order.
     func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord]
 

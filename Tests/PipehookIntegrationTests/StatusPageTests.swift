@@ -202,6 +202,16 @@ import Testing
             let (pageResponse, own) = try await Self.page(client, "/generation?source=pipevideo&id=gen_page_3")
             #expect(pageResponse.status == .ok && pageResponse.headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true)
             #expect(own.contains("<h1>Generation <code>gen_page_3</code></h1>") && own.contains("msg_page_3") && own.contains(#"<details class="generation" open>"#))
+            #expect(own.contains(#"<section id="events">"#) && own.contains(#"<pre class="payload">{}</pre>"#), "\(own)")
+            // A payload is shown as the text it is, never as markup.
+            let hostile = IncomingDelivery(
+                source: "pipevideo", deliveryID: "msg_hostile", receivedAt: now + 100, signedAt: (now + 100) / 1000,
+                body: Array(#"{"note":"</pre><script>alert(3)</script>"}"#.utf8),
+                content: .event(GenerationEvent(eventType: "video.generation.failed", generationID: "gen_page_3", status: .failed))
+            )
+            _ = try await store.ingest(hostile)
+            let (_, shown) = try await Self.page(client, "/generation?source=pipevideo&id=gen_page_3")
+            #expect(shown.contains("&lt;/pre&gt;&lt;script&gt;alert(3)&lt;/script&gt;") && !shown.contains("<script>"), "\(shown)")
             #expect(try await Self.page(client, "/generation?source=other&id=gen_page_3").0.status == .notFound)
             #expect(try await Self.page(client, "/generation?id=gen_page_3").0.status == .badRequest)
         }

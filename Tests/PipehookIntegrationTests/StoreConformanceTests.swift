@@ -188,6 +188,13 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
                 GenerationKey(source: "other", generationID: "gen_elsewhere"), GenerationKey(source: "pipevideo", generationID: "gen_search"),
             ])
             #expect(try await store.eventGenerations(eventID: "msg_nowhere").isEmpty)
+            // A generation's events with their payloads, in the order they were stored.
+            let stale = Fixture.delivery(id: "msg_search_late", generation: "gen_search", status: .queued, at: 5_002)
+            _ = try await store.ingest(stale)
+            let events = try await store.events(source: "pipevideo", generationID: "gen_search")
+            #expect(events.map(\.eventID) == ["msg_search", "msg_search_late"])
+            #expect(events.map(\.raw) == [delivery.body, stale.body])
+            #expect(try await store.events(source: "other", generationID: "gen_search").isEmpty)
         }
     }
 
