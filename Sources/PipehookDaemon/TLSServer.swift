@@ -22,9 +22,11 @@ public final class TLSCredentials: Sendable {
 
     func replace(_ next: Pair) { pair.withLock { $0 = next } }
 
+    var current: Pair { pair.withLock { $0 } }
+
     /// Asked once per client hello.
     var override: NIOSSLContextConfigurationOverride {
-        let current = pair.withLock { $0 }
+        let current = self.current
         var override = NIOSSLContextConfigurationOverride()
         override.certificateChain = current.chain.map { .certificate($0) }
         override.privateKey = .privateKey(current.key)
@@ -48,7 +50,8 @@ extension Daemon {
         // The read timeout lives in the inner HTTP/1 channel, so it applies under TLS as well.
         let http1 = HTTPRoutes.server(limits: settings.connectionLimits)
         guard let tls = settings.tls else { return http1 }
-        var configuration = try tlsConfiguration(tls)
+        // The files are read once: from the credentials the daemon already loaded, if given.
+        var configuration = serverConfiguration(try credentials?.current ?? tlsPair(tls))
         if let credentials {
             configuration.sslContextCallback = { _, promise in promise.succeed(credentials.override) }
         }

@@ -26,23 +26,19 @@ public struct ConfigError: Error, Sendable, CustomStringConvertible {
 /// be secrets substituted from the environment.
 public enum SettingsParser {
     public static func parse(yaml text: String, environment: [String: String]) throws(ConfigError) -> Settings {
-        let root: Node?
-        do {
-            root = try Yams.compose(yaml: text)
-        } catch let error as YamlError {
-            throw ConfigError([ConfigProblem(path: "", message: "not valid YAML: \(describe(error))")])
-        } catch {
-            throw ConfigError([ConfigProblem(path: "", message: "not valid YAML")])
-        }
-        var reader = Reader(environment: environment)
-        let settings = reader.settings(root ?? Node.mapping(.init([])))
-        if let settings, reader.problems.isEmpty { return settings }
-        throw ConfigError(reader.problems.isEmpty ? [ConfigProblem(path: "", message: "invalid configuration")] : reader.problems)
+        try read(yaml: text, environment: environment) { reader, root in reader.settings(root) }
     }
 
     /// Only the keys that locate the store (`data_dir`, `store`, `store_timeout`), with their
     /// defaults: every other key, its problems and its `${VAR}`s are left unread.
     public static func parseStore(yaml text: String, environment: [String: String]) throws(ConfigError) -> StoreSettings {
+        try read(yaml: text, environment: environment) { reader, root in reader.storeSettings(root) }
+    }
+
+    /// Composes the YAML and runs `section` over its root: the value, or every problem found.
+    private static func read<Value>(
+        yaml text: String, environment: [String: String], _ section: (inout Reader, Node) -> Value?
+    ) throws(ConfigError) -> Value {
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -52,8 +48,8 @@ public enum SettingsParser {
             throw ConfigError([ConfigProblem(path: "", message: "not valid YAML")])
         }
         var reader = Reader(environment: environment)
-        let settings = reader.storeSettings(root ?? Node.mapping(.init([])))
-        if let settings, reader.problems.isEmpty { return settings }
+        let value = section(&reader, root ?? Node.mapping(.init([])))
+        if let value, reader.problems.isEmpty { return value }
         throw ConfigError(reader.problems.isEmpty ? [ConfigProblem(path: "", message: "invalid configuration")] : reader.problems)
     }
 

@@ -24,6 +24,11 @@ public struct GenerationQuery: Sendable, Equatable {
 
     /// `a` comes before `b` in every list.
     public static func precedes(_ a: GenerationRecord, _ b: GenerationRecord) -> Bool {
+        precedes(GenerationCursor(after: a), GenerationCursor(after: b))
+    }
+
+    /// The order itself, on the three values it reads (a cursor holds exactly those).
+    static func precedes(_ a: GenerationCursor, _ b: GenerationCursor) -> Bool {
         if a.updatedAt != b.updatedAt { return a.updatedAt > b.updatedAt }
         if !a.generationID.sameBytes(as: b.generationID) { return a.generationID.utf8.lexicographicallyPrecedes(b.generationID.utf8) }
         return a.source.utf8.lexicographicallyPrecedes(b.source.utf8)
@@ -34,11 +39,7 @@ public struct GenerationQuery: Sendable, Equatable {
         if let status, record.status != status { return false }
         if let source, !record.source.sameBytes(as: source) { return false }
         guard let after else { return true }
-        let cursor = GenerationRecord(
-            source: after.source, generationID: after.generationID, status: record.status, outputURL: nil, errorMessage: nil,
-            createdAt: 0, updatedAt: after.updatedAt
-        )
-        return Self.precedes(cursor, record)
+        return Self.precedes(after, GenerationCursor(after: record))
     }
 }
 

@@ -371,7 +371,8 @@ public final class MemoryStore: Storage {
     }
 
     public func job(id: String) async throws(StoreError) -> JobRecord? {
-        state.withLock { state in state.jobs.first { $0.key.sameBytes(as: id) }?.value.job }
+        // A dictionary lookup, then the stores' byte equality (String's == is by canonical equivalence).
+        state.withLock { state in state.jobs[id].flatMap { $0.job.id.sameBytes(as: id) ? $0.job : nil } }
     }
 
     public func events(source: String, generationID: String) async throws(StoreError) -> [StoredEvent] {
