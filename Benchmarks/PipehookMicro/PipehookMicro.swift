@@ -98,6 +98,31 @@ let benchmarks: @Sendable () -> Void = {
         }
     }
 
+    // The ceiling of exec steps (issue 9, SPEC §10): attempts of `/bin/true` through ExecRunner
+    // (swift-subprocess, its own session, the document on stdin, output captured), 8 at a time, 1,000
+    // per iteration, with no store and no dispatcher. Its CPU per attempt is what every exec step
+    // costs the daemon before any bookkeeping; Benchmarks/handlers/run.sh puts the whole path beside
+    // the machine's own spawn rate.
+    let spawnDocument = EventDocument(
+        eventID: "msg_2kP9", source: "pipevideo", type: PipevideoFormat.completedEventType, generationID: "gen_01HZX3Q9",
+        status: .completed, previousStatus: .inProgress, outputURL: "https://cdn.pipevideo.co/v/gen_01HZX3Q9.mp4",
+        errorMessage: nil, receivedAt: 1_760_000_000_123, raw: body
+    )
+    let spawnConfiguration = Benchmark.Configuration(
+        metrics: [.wallClock, .cpuTotal, .throughput], scalingFactor: .kilo, maxDuration: .seconds(4), maxIterations: 5
+    )
+    Benchmark("exec /bin/true through ExecRunner, 8 at a time", configuration: spawnConfiguration) { benchmark in
+        let runner = ExecRunner(logger: Logger(label: "micro") { _ in SwiftLogNoOpLogHandler() })
+        let step = ExecStep(command: ["/bin/true"], timeoutMilliseconds: 30_000)
+        let context = StepContext(jobID: "job_1", attempt: 1, document: spawnDocument)
+        let total = benchmark.scaledIterations.count
+        await withTaskGroup(of: Void.self) { group in
+            for index in 0..<total {
+                if index >= 8 { await group.next() }
+                group.addTask { blackHole(await runner.run(step, context: context).result == .succeeded) }
+            }
+        }
+    }
     // What every accepted delivery writes at the default level (issue 13: the log path was 15%
     // of ingest CPU), to /dev/null so the figure is the line's making, not the terminal's.
     let devNull = open("/dev/null", O_WRONLY)
