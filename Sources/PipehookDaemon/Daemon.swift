@@ -110,12 +110,18 @@ public enum Daemon {
     }
 
     public static func intakeConfiguration(_ settings: Settings) -> IntakeConfiguration {
-        IntakeConfiguration(
+        var configuration = IntakeConfiguration(
             sources: settings.sources.map { IntakeSource(name: $0.name, format: $0.format, verifier: $0.verifier) },
             maxBodyBytes: settings.maxBodyBytes,
             routesByStatus: Dictionary(grouping: settings.routes.flatMap { route in route.on.map { ($0, route.pin) } }, by: \.0)
                 .mapValues { $0.map(\.1) }
         )
+        var folders: [String] = []
+        for case .download(let download) in settings.routes.flatMap({ $0.steps.map(\.action) }) where !folders.contains(download.directory) {
+            folders.append(download.directory)
+        }
+        configuration.archiveDirectories = folders
+        return configuration
     }
 
     /// Builds the application without running it, so tests can drive it in-process.
@@ -141,7 +147,10 @@ public enum Daemon {
             generationDocument: { id in
                 try await Commands.statusDocument(generationID: id, store: store).map { Array($0.utf8) }
             },
-            generationPage: { query in Array(try await Commands.generationPage(query, store: store).utf8) }
+            generationPage: { query in Array(try await Commands.generationPage(query, store: store).utf8) },
+            archiveDirectories: { [configuration = intake.configuration] in configuration.current.archiveDirectories },
+            routes: { [configuration = intake.configuration] status in configuration.current.routes(for: status) },
+            jobsCreated: onJobsCreated
         )
         // The gateway (SPEC §7): with `api`, for `admin_token` and `gateway.tokens`.
         var gateway: GatewayEndpoints?

@@ -17,13 +17,25 @@ public struct AdminEndpoints: Sendable {
     public var generationPage: @Sendable (GenerationQuery) async throws -> [UInt8]
     /// Unix milliseconds.
     public var now: @Sendable () -> Int64
+    /// The download folders of the routes in force now: the only places `/media/…` serves from.
+    public var archiveDirectories: @Sendable () -> [String]
+    /// The routes a status starts now, pinned (what a replay from the page creates jobs for).
+    public var routes: @Sendable (GenerationStatus) -> [RoutePin]
+    /// Wakes the dispatcher after the page created jobs.
+    public var jobsCreated: @Sendable () -> Void
 
     public init(
         auth: AdminAuth, store: any Storage, track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?,
         generationDocument: @escaping @Sendable (String) async throws -> [UInt8]?,
         generationPage: @escaping @Sendable (GenerationQuery) async throws -> [UInt8],
-        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
+        archiveDirectories: @escaping @Sendable () -> [String] = { [] },
+        routes: @escaping @Sendable (GenerationStatus) -> [RoutePin] = { _ in [] },
+        jobsCreated: @escaping @Sendable () -> Void = {}
     ) {
+        self.archiveDirectories = archiveDirectories
+        self.routes = routes
+        self.jobsCreated = jobsCreated
         self.auth = auth
         self.store = store
         self.track = track

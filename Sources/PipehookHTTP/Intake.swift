@@ -28,6 +28,8 @@ public struct IntakeConfiguration: Sendable {
     public var maxBodyBytes: Int
     /// The routes (pinned to their current versions) by the status that starts them.
     public var routesByStatus: [GenerationStatus: [RoutePin]]
+    /// The download steps' folders (the archive), for the status page's media.
+    public var archiveDirectories: [String] = []
 
     public init(sources: [IntakeSource], maxBodyBytes: Int, routesByStatus: [GenerationStatus: [RoutePin]] = [:]) {
         self.sources = Dictionary(sources.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })

@@ -21,6 +21,7 @@ public enum HTTPRoutes {
         if let admin, admin.auth.isEnabled {
             AdminRoutes.register(on: router, admin)
             StatusPage.register(on: router, admin)
+            ArchiveMedia.register(on: router, admin)
         }
         router.post("/webhooks/:source") { request, context in
             let source = context.parameters.get("source") ?? ""

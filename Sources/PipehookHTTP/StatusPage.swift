@@ -2,6 +2,7 @@ import Foundation
 import HTTPTypes
 import Hummingbird
 import NIOCore
+import NIOPosix
 import PipehookStore
 
 /// The read-only status page at `/` and its one action, retrying a dead job (issue 5).
@@ -12,7 +13,7 @@ enum StatusPage {
     /// No script, no external resources, not framable, never cached (it shows signed URLs).
     static let pageHeaders: HTTPFields = [
         .contentType: "text/html; charset=utf-8",
-        .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; media-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
         .cacheControl: "no-store",
         .xContentTypeOptions: "nosniff",
         referrerPolicy: "no-referrer",
@@ -21,7 +22,13 @@ enum StatusPage {
     static func register(on router: Router<BasicRequestContext>, _ admin: AdminEndpoints) {
         router.get("/") { request, _ in
             try admin.auth.require(request)
-            let retried = request.uri.queryParameters["retried"].map(String.init).flatMap { JobID.isValid($0) ? $0 : nil }
+            let parameters = request.uri.queryParameters
+            var notice: String?
+            if let retried = parameters["retried"].map(String.init), JobID.isValid(retried) {
+                notice = "Job <code>" + StatusPageHTML.html(retried) + "</code> queued again."
+            } else if let route = parameters["retried_route"].map(String.init), let count = parameters["retried_count"].flatMap({ Int(String($0)) }) {
+                notice = "\(count) dead job\(count == 1 ? "" : "s") of route <strong>" + StatusPageHTML.html(route) + "</strong> queued again."
+            }
             var query = try AdminRoutes.generationQuery(request.uri.queryParameters)
             if request.uri.queryParameters["limit"] == nil { query.limit = StatusPageSnapshot.generationLimit }
             let snapshot: StatusPageSnapshot
@@ -30,9 +37,7 @@ enum StatusPage {
             } catch {
                 throw APIError.storeUnavailable
             }
-            let page = StatusPageHTML.render(snapshot, retried: retried) { jobID in
-                admin.auth.formToken(for: retryPurpose(jobID)) ?? ""
-            }
+            let page = StatusPageHTML.render(snapshot, notice: notice) { purpose in admin.auth.formToken(for: purpose) ?? "" }
             return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
         }
 
@@ -54,7 +59,21 @@ enum StatusPage {
             guard let generation else {
                 throw APIError(.notFound, code: "generation_not_found", message: "the store has no generation with this id in this source")
             }
-            let page = StatusPageHTML.renderGeneration(generation, events: events, now: admin.now())
+            // Which archived files have a thumbnail next to them (a file-system look, off the pool).
+            let roots = admin.archiveDirectories()
+            let candidates = generation.jobs.compactMap { job in job.record.artifact.map { (job.record.id, $0.file) } }
+            let thumbnails = candidates.isEmpty ? [] : try await NIOThreadPool.singleton.runIfActive {
+                Set(candidates.filter { _, file in
+                    if case .success = ArchiveMedia.locate(ArchiveMedia.thumbnailPath(of: file), roots: roots) { true } else { false }
+                }.map(\.0))
+            }
+            var notice: String?
+            if let replayed = parameters["replayed"].map(String.init), let count = parameters["replayed_count"].flatMap({ Int(String($0)) }) {
+                notice = "Event <code>" + StatusPageHTML.html(replayed) + "</code> replayed: \(count) job\(count == 1 ? "" : "s") queued."
+            }
+            let page = StatusPageHTML.renderGeneration(
+                generation, events: events, now: admin.now(), thumbnails: thumbnails, notice: notice
+            ) { purpose in admin.auth.formToken(for: purpose) ?? "" } replayable: { !admin.routes($0).isEmpty }
             return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
         }
 
@@ -83,24 +102,8 @@ enum StatusPage {
             try admin.auth.require(request)
             let jobID = context.parameters.get("id") ?? ""
             guard JobID.isValid(jobID) else { throw APIError.jobNotFound }
-            if let reason = foreignOriginReason(
-                origin: request.headers[.origin], fetchSite: request.headers[secFetchSite], host: request.head.authority
-            ) {
-                throw APIError(.forbidden, code: "csrf_failed", message: reason)
-            }
-            guard isFormContentType(request.headers[.contentType]) else {
-                throw APIError(.unsupportedMediaType, code: "unsupported_media_type", message: "send the form as application/x-www-form-urlencoded")
-            }
-            let body: ByteBuffer
-            do {
-                body = try await request.body.collect(upTo: maxFormBytes)
-            } catch is NIOTooManyBytesError {
-                throw APIError.bodyTooLarge(maxFormBytes)
-            }
-            let csrf = formValue("csrf", in: String(decoding: body.readableBytesView, as: UTF8.self))
-            guard admin.auth.verifyFormToken(csrf, for: retryPurpose(jobID)) else {
-                throw APIError(.forbidden, code: "csrf_failed", message: "the form token is missing or wrong; reload the status page and try again")
-            }
+            let form = try await postedForm(request)
+            try checkFormToken(form["csrf"], for: retryPurpose(jobID), admin)
             do throws(StoreError) {
                 _ = try await admin.store.retry(jobID: jobID, at: admin.now())
             } catch {
@@ -112,6 +115,82 @@ enum StatusPage {
                 }
             }
             return Response(status: .seeOther, headers: [.location: "/?retried=" + jobID, .cacheControl: "no-store"])
+        }
+
+        // Every dead job of one route at once (issue 14).
+        router.post("/routes/retry-dead") { request, _ in
+            try admin.auth.require(request)
+            let form = try await postedForm(request)
+            guard let route = form["route"], !route.isEmpty, route.utf8.count <= 256 else {
+                throw APIError(.badRequest, code: "invalid_request", message: "the form names no route")
+            }
+            try checkFormToken(form["csrf"], for: retryRoutePurpose(route), admin)
+            let count: Int
+            do throws(StoreError) {
+                count = try await admin.store.retryDead(route: route, at: admin.now())
+            } catch {
+                throw error.kind == .unavailable ? APIError.storeUnavailable : APIError(.conflict, code: "not_retryable", message: error.message)
+            }
+            let location = "/?" + StatusPageHTML.queryString([("retried_route", route), ("retried_count", String(count))])
+            return Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store"])
+        }
+
+        // An event's routes run again (`pipehook replay`), from its generation's page.
+        router.post("/events/replay") { request, _ in
+            try admin.auth.require(request)
+            let form = try await postedForm(request)
+            guard let source = form["source"], let eventID = form["event"], !source.isEmpty, !eventID.isEmpty,
+                source.utf8.count <= 256, eventID.utf8.count <= 1024
+            else {
+                throw APIError(.badRequest, code: "invalid_request", message: "the form names no source and event")
+            }
+            try checkFormToken(form["csrf"], for: replayPurpose(source: source, eventID: eventID), admin)
+            let jobs: [JobRecord]
+            do throws(StoreError) {
+                jobs = try await admin.store.replay(eventID: eventID, source: source, routes: admin.routes, at: admin.now())
+            } catch {
+                switch error.kind {
+                case .notFound: throw APIError(.notFound, code: "event_not_found", message: "the store has no event with this id in this source")
+                case .unavailable: throw APIError.storeUnavailable
+                case .invalid, .fenced: throw APIError(.conflict, code: "not_replayable", message: error.message)
+                }
+            }
+            admin.jobsCreated()
+            let back = jobs.first.map { GenerationKey(source: $0.source, generationID: $0.generationID) }
+            let location = (back.map(StatusPageHTML.generationPath) ?? "/") + (back == nil ? "?" : "&")
+                + StatusPageHTML.queryString([("replayed", eventID), ("replayed_count", String(jobs.count))])
+            return Response(status: .seeOther, headers: [.location: location, .cacheControl: "no-store"])
+        }
+    }
+
+    /// The fields of a form our own page posted: refused when the browser says it came from
+    /// elsewhere, when it is not a URL-encoded form, or when it is larger than a form of ours.
+    static func postedForm(_ request: Request) async throws -> [String: String] {
+        if let reason = foreignOriginReason(
+            origin: request.headers[.origin], fetchSite: request.headers[secFetchSite], host: request.head.authority
+        ) {
+            throw APIError(.forbidden, code: "csrf_failed", message: reason)
+        }
+        guard isFormContentType(request.headers[.contentType]) else {
+            throw APIError(.unsupportedMediaType, code: "unsupported_media_type", message: "send the form as application/x-www-form-urlencoded")
+        }
+        let body: ByteBuffer
+        do {
+            body = try await request.body.collect(upTo: maxFormBytes)
+        } catch is NIOTooManyBytesError {
+            throw APIError.bodyTooLarge(maxFormBytes)
+        }
+        let text = String(decoding: body.readableBytesView, as: UTF8.self)
+        guard let fields = try? URLEncodedFormDecoder().decode([String: String].self, from: text) else {
+            throw APIError(.badRequest, code: "invalid_request", message: "the form could not be read")
+        }
+        return fields
+    }
+
+    /// The page's form token for `purpose`, or 403.
+    static func checkFormToken(_ token: String?, for purpose: String, _ admin: AdminEndpoints) throws {
+        guard admin.auth.verifyFormToken(token, for: purpose) else {
+            throw APIError(.forbidden, code: "csrf_failed", message: "the form token is missing or wrong; reload the status page and try again")
         }
     }
 
@@ -132,6 +211,9 @@ enum StatusPage {
     static let referrerPolicy = HTTPField.Name("Referrer-Policy")!
 
     static func retryPurpose(_ jobID: String) -> String { "retry:" + jobID }
+    static func retryRoutePurpose(_ route: String) -> String { "retry-route:" + route }
+    /// A NUL cannot be in a (validated) source name, so the pair is unambiguous.
+    static func replayPurpose(source: String, eventID: String) -> String { "replay:" + source + "\u{0}" + eventID }
 
     /// Why a POST does not look like it came from our own page, or nil when it may have.
     /// Requests without these headers (curl, scripts) pass; the form token still has to match.
@@ -166,19 +248,6 @@ enum StatusPage {
         guard let value else { return false }
         let mediaType = value.split(separator: ";", maxSplits: 1).first.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }
         return mediaType == "application/x-www-form-urlencoded"
-    }
-
-    /// The first value of `name` in an `application/x-www-form-urlencoded` body.
-    static func formValue(_ name: String, in body: String) -> String? {
-        func decode(_ part: Substring) -> String? {
-            part.replacingOccurrences(of: "+", with: " ").removingPercentEncoding
-        }
-        for pair in body.split(separator: "&") {
-            let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard decode(parts[0]) == name else { continue }
-            return parts.count > 1 ? decode(parts[1]) : ""
-        }
-        return nil
     }
 }
 

@@ -88,15 +88,15 @@ enum StatusPageHTML {
         return #"<time datetime=""# + html(text) + #"">"# + html(text) + "</time>"
     }
 
-    static func render(_ snapshot: StatusPageSnapshot, retried: String?, formToken: (String) -> String) -> String {
+    /// `notice` is HTML made by the caller from validated, escaped values; `formToken` gives the
+    /// CSRF token for a purpose (`StatusPage.retryPurpose` and friends).
+    static func render(_ snapshot: StatusPageSnapshot, notice: String?, formToken: (String) -> String) -> String {
         var page = """
             \(head(title: "pipehook status"))
             <header><h1>pipehook status</h1><p class="muted">As of \(time(snapshot.now)) (UTC). Reload for fresh data.</p></header>
 
             """
-        if let retried {
-            page += #"<p class="notice" role="status">Job <code>"# + html(retried) + "</code> queued again.</p>\n"
-        }
+        if let notice { page += #"<p class="notice" role="status" id="notice">"# + notice + "</p>\n" }
         page += counters(snapshot)
         page += deadJobs(snapshot, formToken: formToken)
         page += recentGenerations(snapshot)
@@ -128,13 +128,24 @@ enum StatusPageHTML {
         if total > snapshot.dead.count {
             out += #"<p class="muted">The \#(snapshot.dead.count) most recently updated of \#(total).</p>"#
         }
+        // One button per route with dead jobs: the store retries all of that route's, not only these.
+        var routes: [String] = []
+        for job in snapshot.dead where !routes.contains(job.route) { routes.append(job.route) }
+        out += #"<div class="bulk">"#
+        for route in routes {
+            out += #"<form method="post" action="/routes/retry-dead" class="inline">"#
+                + #"<input type="hidden" name="route" value=""# + html(route) + #"">"#
+                + #"<input type="hidden" name="csrf" value=""# + html(formToken(StatusPage.retryRoutePurpose(route))) + #"">"#
+                + #"<button type="submit" class="retry-route">Retry all dead jobs of route "# + html(route) + "</button></form> "
+        }
+        out += "</div>"
         out += "<table><thead><tr><th>Job</th><th>Route</th><th>Generation</th><th>Last error</th><th>Updated</th><th></th></tr></thead><tbody>"
         for job in snapshot.dead {
             out += "<tr><td><code>" + html(job.id) + "</code></td><td>" + html(job.route) + "</td><td><code>" + html(job.generationID)
                 + #"</code> <span class="muted">"# + html(job.source) + #"</span></td><td class="error">"# + html(job.lastError ?? "")
                 + "</td><td>" + time(job.updatedAt) + "</td><td>"
                 + #"<form method="post" action="/jobs/"# + html(job.id) + #"/retry">"#
-                + #"<input type="hidden" name="csrf" value=""# + html(formToken(job.id)) + #"">"#
+                + #"<input type="hidden" name="csrf" value=""# + html(formToken(StatusPage.retryPurpose(job.id))) + #"">"#
                 + #"<button type="submit">Retry</button></form></td></tr>"#
         }
         return out + "</tbody></table></section>\n"
@@ -220,15 +231,20 @@ enum StatusPageHTML {
     }
 
     /// `GET /generation?source=&id=`: one generation on its own page, everything unfolded.
-    static func renderGeneration(_ generation: StatusPageSnapshot.Generation, events: [StoredEvent] = [], now: Int64) -> String {
+    static func renderGeneration(
+        _ generation: StatusPageSnapshot.Generation, events: [StoredEvent] = [], now: Int64, thumbnails: Set<String> = [],
+        notice: String? = nil, formToken: (String) -> String = { _ in "" }, replayable: (GenerationStatus) -> Bool = { _ in false }
+    ) -> String {
         var page = """
             \(head(title: generation.record.generationID + " · pipehook"))
             <header><p><a href="/">← status</a></p><h1>Generation <code>\(html(generation.record.generationID))</code></h1>
             <p class="muted">Source \(html(generation.record.source)) · as of \(time(now)) (UTC).</p></header>
 
             """
+        if let notice { page += #"<p class="notice" role="status" id="notice">"# + notice + "</p>\n" }
+        page += videos(generation, thumbnails: thumbnails)
         page += self.generation(generation, open: true)
-        page += payloads(events)
+        page += payloads(events, formToken: formToken, replayable: replayable)
         return page + "</body>\n</html>\n"
     }
 
@@ -275,6 +291,9 @@ enum StatusPageHTML {
             out += #" <span class="muted">· last error</span> <span class="error">"# + html(error) + "</span>"
         }
         out += "</p>"
+        if let artifact = record.artifact {
+            out += #"<p class="muted">Archived "# + self.artifact(artifact, jobID: record.id) + "</p>"
+        }
         guard !job.attempts.isEmpty else { return out + #"<p class="muted">No attempts yet.</p></div>"# }
         out += "<table><thead><tr><th>Step</th><th>Kind</th><th>Attempt</th><th>Outcome</th><th>Summary</th><th>Started</th><th>Ended</th></tr></thead><tbody>"
         for attempt in job.attempts {
@@ -285,17 +304,63 @@ enum StatusPageHTML {
         return out + "</tbody></table></div>"
     }
 
+    /// Each file a download step archived for this generation, played from the archive
+    /// (`/media/{job}`), with the thumbnail an exec step made next to it as its poster.
+    static func videos(_ generation: StatusPageSnapshot.Generation, thumbnails: Set<String>) -> String {
+        let archived = generation.jobs.compactMap { job in job.record.artifact.map { (job.record, $0) } }
+        guard !archived.isEmpty else { return "" }
+        var out = #"<section id="videos"><h2>Archived video</h2>"#
+        for (job, artifact) in archived {
+            let source = "/media/" + job.id
+            let poster = thumbnails.contains(job.id) ? #" poster=""# + html(source + "/thumbnail") + #"""# : ""
+            let type = ArchiveMedia.contentType(artifact.file)
+            out += #"<figure class="video">"#
+            if type.hasPrefix("video/") {
+                out += #"<video controls preload="metadata" src=""# + html(source) + #"""# + poster + "></video>"
+            } else if type.hasPrefix("image/") {
+                out += #"<img alt="archived image" src=""# + html(source) + #"">"#
+            }
+            out += "<figcaption>" + self.artifact(artifact, jobID: job.id) + " · route " + html(job.route) + "</figcaption></figure>"
+        }
+        return out + "</section>\n"
+    }
+
+    /// The archived file's name, size and SHA-256, linked to the file itself.
+    static func artifact(_ artifact: JobArtifact, jobID: String) -> String {
+        #"<a class="artifact" href="/media/"# + html(jobID) + #""><code>"# + html((artifact.file as NSString).lastPathComponent) + "</code></a> "
+            + #"<span class="muted">· "# + html(size(artifact.bytes)) + #" · SHA-256</span> <code class="sha">"# + html(artifact.sha256) + "</code>"
+    }
+
+    /// "12.3 MB (12,345,678 bytes)": decimal units, the exact count beside.
+    static func size(_ bytes: Int64) -> String {
+        let units = ["bytes", "kB", "MB", "GB", "TB"]
+        var value = Double(bytes), unit = 0
+        while value >= 1000, unit < units.count - 1 { value /= 1000; unit += 1 }
+        let exact = bytes.formatted(.number.grouping(.automatic).locale(Locale(identifier: "en_US")))
+        return unit == 0 ? "\(exact) bytes" : String(format: "%.1f %@ (%@ bytes)", value, units[unit], exact)
+    }
+
     static let payloadLimit = 64 * 1024
 
     /// Every stored event with the payload exactly as it arrived (text, escaped; a long one cut at
     /// `payloadLimit` bytes with the rest counted).
-    static func payloads(_ events: [StoredEvent]) -> String {
+    /// `replayable` says whether a status starts any route now (only then is Replay offered).
+    static func payloads(
+        _ events: [StoredEvent], formToken: (String) -> String = { _ in "" }, replayable: (GenerationStatus) -> Bool = { _ in false }
+    ) -> String {
         var out = #"<section id="events"><h2>Events and their payloads</h2>"#
         guard !events.isEmpty else { return out + #"<p class="muted">No events kept.</p></section>"# + "\n" }
         for event in events {
             out += #"<details class="generation" open><summary><code>"# + html(event.eventID) + "</code> " + badge(event.status.rawValue)
                 + #" <span class="muted">"# + html(event.origin.rawValue) + " · " + html(event.eventType) + " · received </span>" + time(event.receivedAt)
                 + "</summary>"
+            if replayable(event.status) {
+                out += #"<form method="post" action="/events/replay" class="inline replay">"#
+                    + #"<input type="hidden" name="source" value=""# + html(event.source) + #"">"#
+                    + #"<input type="hidden" name="event" value=""# + html(event.eventID) + #"">"#
+                    + #"<input type="hidden" name="csrf" value=""# + html(formToken(StatusPage.replayPurpose(source: event.source, eventID: event.eventID))) + #"">"#
+                    + #"<button type="submit" title="run this event's routes again">Replay</button></form>"#
+            }
             let shown = event.raw.prefix(payloadLimit)
             out += #"<pre class="payload">"# + html(String(decoding: shown, as: UTF8.self)) + "</pre>"
             if event.raw.count > shown.count {
@@ -343,6 +408,9 @@ enum StatusPageHTML {
         .b-interrupted{background:#fff8c5;color:#7d4e00}
         button{font:inherit;padding:.1rem .7rem;cursor:pointer}
         pre.payload{white-space:pre-wrap;word-break:break-all;background:#f6f8fa;padding:.4rem .6rem;border-radius:6px;max-height:24rem;overflow:auto}
+        figure.video{margin:.4rem 0 1rem}figure.video video,figure.video img{max-width:min(100%,720px);max-height:60vh;background:#000;border-radius:6px;display:block}
+        figcaption{margin-top:.3rem}code.sha{word-break:break-all}
+        form.inline{display:inline-block;margin:.2rem .4rem .2rem 0}.bulk{margin:.3rem 0}
         .filters{margin:.3rem 0 .6rem}.filters label{margin-right:.6rem}a.permalink{text-decoration:none}
         """
 }

@@ -375,16 +375,17 @@ extension PostgresStore: JobStore {
         }
     }
 
-    public func retryDead(at: Int64) async throws(StoreError) -> Int {
+    public func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int {
         try await write("retry dead jobs") { db, logger in
             let rows = try await db.query("""
-                SELECT \(unescaped: Self.jobColumns()), \(unescaped: Self.serverNow) AS now FROM jobs WHERE state = 'dead' ORDER BY id FOR UPDATE
+                SELECT \(unescaped: Self.jobColumns()), \(unescaped: Self.serverNow) AS now FROM jobs
+                WHERE state = 'dead' AND (\(route)::text IS NULL OR route = \(route)) ORDER BY id FOR UPDATE
                 """, logger: logger).collect()
             var retried: [(JobRecord, Int64)] = []
             for row in rows {
                 let now = try row.makeRandomAccess()["now"].decode(Int64.self)
                 let job = try Self.job(row)
-                if let next = JobRules.retryDead(job, now: now, at: at) { retried.append((next, job.fence)) }
+                if let next = JobRules.retryDead(job, route: route, now: now, at: at) { retried.append((next, job.fence)) }
             }
             try await Self.save(retried, db, logger)
             return retried.count

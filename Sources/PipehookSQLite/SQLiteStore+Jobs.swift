@@ -234,12 +234,16 @@ extension SQLiteStore: JobStore {
         }
     }
 
-    public func retryDead(at: Int64) async throws(StoreError) -> Int {
+    public func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int {
         let clock = self.clock
         return try await write("retry dead jobs") { db in
             let now = clock()
-            let dead = try Row.fetchAll(db, sql: "SELECT * FROM jobs WHERE state = 'dead'").map(Self.job)
-            let retried = dead.compactMap { JobRules.retryDead($0, now: now, at: at) }
+            // The route is compared again, byte for byte, by the rule (SQLite's = stops at a NUL).
+            let dead = try Row.fetchAll(
+                db, sql: "SELECT * FROM jobs WHERE state = 'dead'" + (route == nil ? "" : " AND route = ?"),
+                arguments: route.map { [$0] } ?? []
+            ).map(Self.job)
+            let retried = dead.compactMap { JobRules.retryDead($0, route: route, now: now, at: at) }
             for job in retried { try Self.save(job, db) }
             return retried.count
         }

@@ -343,7 +343,8 @@ public protocol JobStore: Sendable {
     func job(id: String) async throws(StoreError) -> JobRecord?
     /// Dead (or pending) job back to pending, now, with a fresh attempt count for its step.
     func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord
-    func retryDead(at: Int64) async throws(StoreError) -> Int
+    /// Every dead job (of `route` only, when given) back to pending now; how many.
+    func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int
     /// At start of a single-instance store: every job still marked running belongs to a process
     /// that is gone, so it is queued again now (its attempt marked interrupted).
     func requeueRunning(at: Int64) async throws(StoreError) -> Int
@@ -358,6 +359,9 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
+    /// Every dead job back to pending now.
+    public func retryDead(at: Int64) async throws(StoreError) -> Int { try await retryDead(route: nil, at: at) }
+
     /// A claim that opens no attempt: the caller records each with `startAttempt`.
     public func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
         try await claimJobs(owner: owner, leaseMilliseconds: leaseMilliseconds, limit: limit, nextStepKind: { _, _ in nil })
@@ -521,9 +525,11 @@ public enum JobRules {
         return retried
     }
 
-    /// `pipehook retry --dead`: a dead job retried; nil for any other.
-    public static func retryDead(_ job: JobRecord, now: Int64, at: Int64) -> JobRecord? {
+    /// `pipehook retry --dead` and the status page's "retry all" of a route: a dead job (of
+    /// `route`, byte for byte, when given) retried; nil for any other.
+    public static func retryDead(_ job: JobRecord, route: String? = nil, now: Int64, at: Int64) -> JobRecord? {
         guard job.state == .dead else { return nil }
+        if let route, !job.route.sameBytes(as: route) { return nil }
         return try? retry(job, now: now, at: at)
     }
 

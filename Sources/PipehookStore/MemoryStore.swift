@@ -404,10 +404,10 @@ public final class MemoryStore: Storage {
         }
     }
 
-    public func retryDead(at: Int64) async throws(StoreError) -> Int {
+    public func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int {
         let now = clock()
         return state.withLock { state in
-            let retried = state.jobs.values.compactMap { JobRules.retryDead($0.job, now: now, at: at) }
+            let retried = state.jobs.values.compactMap { JobRules.retryDead($0.job, route: route, now: now, at: at) }
             for job in retried { state.jobs[job.id]?.job = job }
             return retried.count
         }

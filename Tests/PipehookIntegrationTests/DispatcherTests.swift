@@ -237,7 +237,7 @@ import Testing
         func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord] { try await base.attempts(jobID: jobID) }
         func job(id: String) async throws(StoreError) -> JobRecord? { try await base.job(id: id) }
         func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord { try await base.retry(jobID: jobID, at: at) }
-        func retryDead(at: Int64) async throws(StoreError) -> Int { try await base.retryDead(at: at) }
+        func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int { try await base.retryDead(route: route, at: at) }
         func requeueRunning(at: Int64) async throws(StoreError) -> Int { try await base.requeueRunning(at: at) }
         func jobCounts() async throws(StoreError) -> [JobState: Int] { try await base.jobCounts() }
         func waitingJobCounts() async throws(StoreError) -> WaitingJobs { try await base.waitingJobCounts() }

@@ -21,13 +21,15 @@ import Testing
         let dir = TempDir()
         let store: SQLiteStore
         var token: String? = StatusPageTests.token
+        /// More configuration (routes) after `admin_token`.
+        var extra = ""
 
         init() throws {
             store = try SQLiteStore(path: dir.path + "/pipehook.sqlite")
         }
 
         func run(_ test: @Sendable @escaping (any TestClientProtocol, SQLiteStore) async throws -> Void) async throws {
-            let extra = token.map { #"admin_token: "\#($0)""# } ?? ""
+            let extra = (token.map { #"admin_token: "\#($0)""# } ?? "") + "\n" + self.extra
             let settings = try SettingsParser.parse(yaml: Fixture.yaml(dir: dir.path, extra: extra), environment: [:])
             let app = Daemon.application(settings: settings, store: store, logger: Fixture.logger)
             let store = self.store
@@ -55,11 +57,11 @@ import Testing
     /// A generation queued then completed, whose `notify` job ran once and ended as `disposition`.
     /// Returns the job id.
     static func finishedJob(
-        _ store: SQLiteStore, generation: String, disposition: AttemptDisposition, summary: String, at: Int64
+        _ store: SQLiteStore, generation: String, disposition: AttemptDisposition, summary: String, at: Int64, route: String = "notify"
     ) async throws -> String {
         try await event(store, id: "msg_\(generation)_1", generation: generation, status: .queued, at: at - 2_000)
         try await event(store, id: "msg_\(generation)_2", generation: generation, status: .completed, at: at - 1_000,
-                        outputURL: "https://cdn.example/\(generation).mp4?sig=abc&exp=1", routes: ["notify"])
+                        outputURL: "https://cdn.example/\(generation).mp4?sig=abc&exp=1", routes: [RoutePin(stringLiteral: route)])
         let claimed = try await store.claimJobs(owner: "test", leaseMilliseconds: 60_000, limit: 10)
         let mine = try #require(claimed.first { $0.job.generationID == generation })
         let attempt = try await store.startAttempt(mine.lease, step: 0, stepKind: "exec", attempt: 1)
@@ -70,15 +72,37 @@ import Testing
         return mine.job.id
     }
 
-    static func deadJob(_ store: SQLiteStore, generation: String, error: String, at: Int64 = nowMilliseconds()) async throws -> String {
-        try await finishedJob(store, generation: generation, disposition: .dead(error: error), summary: "exit status 3", at: at)
+    static func deadJob(
+        _ store: SQLiteStore, generation: String, error: String, at: Int64 = nowMilliseconds(), route: String = "notify"
+    ) async throws -> String {
+        try await finishedJob(store, generation: generation, disposition: .dead(error: error), summary: "exit status 3", at: at, route: route)
     }
 
     /// The form token, derived here independently of the server: hex HMAC-SHA256 keyed with
     /// SHA-256 of the admin token, over "retry:" + job id.
     static func csrf(_ jobID: String, token: String = token) -> String {
+        csrf(purpose: "retry:\(jobID)", token: token)
+    }
+
+    /// The same for any purpose: "retry-route:" + route, "replay:" + source + NUL + event id.
+    static func csrf(purpose: String, token: String = token) -> String {
         let key = Array(token.utf8).withUnsafeBytes { Crypto.sha256($0) }
-        return Crypto.hmacSHA256(key: key, message: Array("retry:\(jobID)".utf8)).hexString
+        return Crypto.hmacSHA256(key: key, message: Array(purpose.utf8)).hexString
+    }
+
+    /// A form body, each value percent-encoded.
+    static func form(_ pairs: [(String, String)]) -> String {
+        var allowed = CharacterSet.alphanumerics
+        allowed.insert(charactersIn: "-._~")
+        return pairs.map { "\($0)=\($1.addingPercentEncoding(withAllowedCharacters: allowed)!)" }.joined(separator: "&")
+    }
+
+    static func post(_ client: any TestClientProtocol, _ uri: String, form body: String, headers: [(String, String)] = []) async throws -> RetryAnswer {
+        let response = try await client.execute(
+            uri: uri, method: .post, headers: fields([bearer, ("Content-Type", "application/x-www-form-urlencoded")] + headers),
+            body: ByteBuffer(string: body)
+        )
+        return RetryAnswer(response: response)
     }
 
     static func fields(_ pairs: [(String, String)]) -> HTTPFields {
@@ -143,7 +167,7 @@ import Testing
                 let response = try await client.execute(uri: "/", method: .get, headers: Self.fields([credentials]))
                 #expect(response.status == .ok)
                 #expect(response.headers[.contentType] == "text/html; charset=utf-8")
-                #expect(response.headers[.contentSecurityPolicy] == "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'")
+                #expect(response.headers[.contentSecurityPolicy] == "default-src 'none'; style-src 'unsafe-inline'; media-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'")
                 #expect(response.headers[.cacheControl] == "no-store")
                 #expect(response.headers[.xContentTypeOptions] == "nosniff")
                 #expect(response.headers[HTTPField.Name("Referrer-Policy")!] == "no-referrer")
@@ -337,6 +361,64 @@ import Testing
         }
     }
 
+    @Test func retryAllDeadJobsOfARouteAndReplayAnEventFromThePage() async throws {
+        var harness = try Harness()
+        harness.extra = """
+            routes:
+              - name: notify
+                on: [completed]
+                steps:
+                  - exec: {command: ["/bin/true"]}
+            """
+        try await harness.run { client, store in
+            let first = try await Self.deadJob(store, generation: "gen_r1", error: "boom")
+            let second = try await Self.deadJob(store, generation: "gen_r2", error: "boom")
+            let other = try await Self.deadJob(store, generation: "gen_r3", error: "boom", route: "publish")
+            let (_, html) = try await Self.page(client)
+            #expect(html.contains("Retry all dead jobs of route notify"))
+            #expect(html.contains("Retry all dead jobs of route publish"))
+            let good = Self.form([("route", "notify"), ("csrf", Self.csrf(purpose: "retry-route:notify"))])
+            // Another route's token, no token, another site: refused, nothing retried.
+            for (body, headers) in [
+                (Self.form([("route", "notify"), ("csrf", Self.csrf(purpose: "retry-route:publish"))]), [(String, String)]()),
+                (Self.form([("route", "notify")]), []),
+                (good, [("Sec-Fetch-Site", "cross-site")]),
+            ] {
+                #expect(try await Self.post(client, "/routes/retry-dead", form: body, headers: headers).outcome == "403 csrf_failed")
+            }
+            #expect(try await Self.post(client, "/routes/retry-dead", form: "csrf=x").outcome == "400 invalid_request")
+            #expect(try await Self.state(store, first) == .dead)
+            let answer = try await Self.post(client, "/routes/retry-dead", form: good, headers: [("Sec-Fetch-Site", "same-origin")])
+            #expect(answer.status == .seeOther)
+            #expect(answer.response.headers[.location] == "/?retried_route=notify&retried_count=2")
+            #expect(try await Self.state(store, first) == .pending)
+            #expect(try await Self.state(store, second) == .pending)
+            #expect(try await Self.state(store, other) == .dead)
+            let (_, after) = try await Self.page(client, "/?retried_route=notify&retried_count=2")
+            #expect(after.contains("2 dead jobs of route <strong>notify</strong> queued again."))
+            let (_, hostile) = try await Self.page(client, "/?retried_route=%3Cb%3E&retried_count=1")
+            #expect(hostile.contains("&lt;b&gt;") && !hostile.contains("<b>"))
+
+            // Replay: the event's routes (as configured now) run again.
+            let event = "msg_gen_r1_2"
+            let replay = Self.form([("source", "pipevideo"), ("event", event), ("csrf", Self.csrf(purpose: "replay:pipevideo\u{0}\(event)"))])
+            let (_, generationPage) = try await Self.page(client, "/generation?source=pipevideo&id=gen_r1")
+            #expect(generationPage.contains(#"action="/events/replay""#))
+            #expect(generationPage.contains(Self.csrf(purpose: "replay:pipevideo\u{0}\(event)")))
+            let forged = Self.form([("source", "pipevideo"), ("event", "msg_gen_r2_2"), ("csrf", Self.csrf(purpose: "replay:pipevideo\u{0}\(event)"))])
+            #expect(try await Self.post(client, "/events/replay", form: forged).outcome == "403 csrf_failed")
+            let missing = Self.form([("source", "pipevideo"), ("event", "msg_none"), ("csrf", Self.csrf(purpose: "replay:pipevideo\u{0}msg_none"))])
+            #expect(try await Self.post(client, "/events/replay", form: missing).outcome == "404 event_not_found")
+            let before = try await store.jobs(generationID: "gen_r1", source: "pipevideo").count
+            let replayed = try await Self.post(client, "/events/replay", form: replay)
+            #expect(replayed.status == .seeOther)
+            #expect(replayed.response.headers[.location] == "/generation?source=pipevideo&id=gen_r1&replayed=msg_gen_r1_2&replayed_count=1")
+            #expect(try await store.jobs(generationID: "gen_r1", source: "pipevideo").count == before + 1)
+            let (_, shown) = try await Self.page(client, replayed.response.headers[.location]!)
+            #expect(shown.contains("Event <code>msg_gen_r1_2</code> replayed: 1 job queued."))
+        }
+    }
+
     @Test func unknownMalformedAndUnretryableJobs() async throws {
         try await Harness().run { client, store in
             let unknown = "job_00000000000000ff"
@@ -372,8 +454,9 @@ import Testing
         return path.split(separator: ":").map { "\($0)/\(name)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
-    /// Runs the driver; its own cap is 60 s, ours (SIGTERM, which it turns into cleanup) 90 s.
-    static func runDriver(url: String, in dir: String) async throws -> (status: Int32, stdout: String, stderr: String) {
+    /// Runs the driver; its own cap is 60 s (120 s with a scenario), ours (SIGTERM, which it turns
+    /// into cleanup) 30 s more.
+    static func runDriver(url: String, in dir: String, scenario: String? = nil) async throws -> (status: Int32, stdout: String, stderr: String) {
         let outPath = dir + "/browser.out", errPath = dir + "/browser.err"
         _ = FileManager.default.createFile(atPath: outPath, contents: nil)
         _ = FileManager.default.createFile(atPath: errPath, contents: nil)
@@ -381,7 +464,7 @@ import Testing
         let err = try FileHandle(forWritingTo: URL(fileURLWithPath: errPath))
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", driver, url, token]
+        process.arguments = ["python3", driver, url, token] + (scenario.map { [$0] } ?? [])
         process.standardInput = FileHandle.nullDevice
         process.standardOutput = out
         process.standardError = err
@@ -393,7 +476,7 @@ import Testing
         try process.run()
         let pid = process.processIdentifier
         let watchdog = Task {
-            try await Task.sleep(for: .seconds(90))
+            try await Task.sleep(for: .seconds(scenario == nil ? 90 : 150))
             kill(pid, SIGTERM)
         }
         var status: Int32 = -1
@@ -464,6 +547,180 @@ import Testing
             #expect(clicked.contains("Job \(jobID) queued again."))
             #expect(clicked.contains("pending 1") && clicked.contains("dead 0") && clicked.contains("No dead jobs."))
             #expect(try await Self.state(store, jobID) == .pending)
+        }
+    }
+
+    /// Where the Chromium flows leave their screenshots: `PIPEHOOK_TEST_ARTIFACTS`, or
+    /// `.build/test-artifacts` in the package.
+    static let artifacts: String = {
+        if let given = ProcessInfo.processInfo.environment["PIPEHOOK_TEST_ARTIFACTS"], !given.isEmpty { return given + "/status-page" }
+        let package = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        return package.appendingPathComponent(".build/test-artifacts/status-page").path
+    }()
+
+    static let media = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Browser/media").path
+
+    struct ScenarioResult: Decodable {
+        var results: [String: JSONValue]
+        var statuses: [Int]
+        var urls: [String]
+        var media: [MediaRequest]
+    }
+
+    /// `[status, Range header or null]`.
+    struct MediaRequest: Decodable, CustomStringConvertible {
+        var status: Int
+        var range: String?
+        init(from decoder: any Decoder) throws {
+            var container = try decoder.unkeyedContainer()
+            status = try container.decode(Int.self)
+            range = try container.decodeIfPresent(String.self)
+        }
+        var description: String { "\(status) \(range ?? "-")" }
+    }
+
+    /// What a scenario step hands back: text, a number or a flag.
+    enum JSONValue: Decodable, Equatable {
+        case text(String), number(Double), flag(Bool), null
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.singleValueContainer()
+            if container.decodeNil() { self = .null }
+            else if let flag = try? container.decode(Bool.self) { self = .flag(flag) }
+            else if let number = try? container.decode(Double.self) { self = .number(number) }
+            else { self = .text(try container.decode(String.self)) }
+        }
+        var text: String { if case .text(let text) = self { text } else { "" } }
+        var number: Double? { if case .number(let number) = self { number } else { nil } }
+    }
+
+    /// Every flow of the page in one real Chromium: search, filter, paginate, open a generation,
+    /// play its archived video, replay an event, retry a dead job and all of a route's; a
+    /// screenshot after each (in `artifacts`).
+    @Test(.timeLimit(.minutes(4)))
+    func realChromiumSearchesFiltersPagesPlaysReplaysAndRetries() async throws {
+        guard Self.onPath("chromium") != nil, Self.onPath("python3") != nil else {
+            Issue.record("chromium and python3 are needed: this test drives a real headless Chromium (apt-get install chromium)")
+            return
+        }
+        var harness = try Harness()
+        let dir = harness.dir.path
+        let archive = dir + "/videos"
+        harness.extra = """
+            routes:
+              - name: archive
+                on: [completed]
+                steps:
+                  - download: {dir: "\(archive)", path: "{generation_id}.{ext}"}
+              - name: notify
+                on: [completed]
+                steps:
+                  - exec: {command: ["/bin/true"]}
+            """
+        try FileManager.default.createDirectory(atPath: archive, withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Self.media + "/sample.webm", toPath: archive + "/gen_video.webm")
+        try FileManager.default.copyItem(atPath: Self.media + "/sample.jpg", toPath: archive + "/gen_video.jpg")
+        let videoBytes = Int64(try Data(contentsOf: URL(fileURLWithPath: archive + "/gen_video.webm")).count)
+        let store = harness.store
+        let now = Self.nowMilliseconds()
+        // 55 plain generations: more than one page of 50.
+        for index in 0..<55 {
+            try await Self.event(store, id: "msg_bulk_\(index)", generation: "gen_bulk_\(index)", status: .completed, at: now - 600_000 + Int64(index))
+        }
+        try await Self.event(store, id: "msg_failed_1", generation: "gen_failed", status: .failed, at: now - 5_000, error: "content policy violation")
+        let video = try await Self.finishedJob(
+            store, generation: "gen_video",
+            disposition: .advance(artifact: JobArtifact(file: archive + "/gen_video.webm", sha256: String(repeating: "c", count: 64), bytes: videoBytes), done: true),
+            summary: "saved", at: now - 4_000, route: "archive"
+        )
+        let dead = try await Self.deadJob(store, generation: "gen_dead", error: "upload refused: HTTP 403", at: now - 3_000)
+        let deadOther = try await Self.deadJob(store, generation: "gen_dead2", error: "timeout", at: now - 2_000, route: "publish")
+        try? FileManager.default.removeItem(atPath: Self.artifacts)
+        let shots = Self.artifacts
+        let videoPage = "/generation?source=pipevideo&id=gen_video"
+        let steps: [[String: Any]] = [
+            ["goto": "/"], ["text": true, "as": "overview"], ["screenshot": shots + "/1-overview.png"],
+            // Search by a job id: straight to its generation's page.
+            ["fill": "input[name=q]", "value": dead], ["click": "form[role=search] button", "navigate": true],
+            ["eval": "location.pathname + location.search", "as": "searchURL"], ["text": true, "as": "searchResult"],
+            ["screenshot": shots + "/2-search.png"],
+            // Filter by status; the filter stays in the URL.
+            ["goto": "/"], ["fill": "select[name=status]", "value": "failed"],
+            ["click": #"form[action="/"] button[type=submit]"#, "navigate": true],
+            ["eval": "location.search", "as": "filterURL"], ["text": true, "as": "filtered"], ["screenshot": shots + "/3-filter.png"],
+            // The next page of all generations.
+            ["goto": "/"], ["click": "#next-page", "navigate": true], ["eval": "location.search", "as": "nextURL"],
+            ["text": true, "as": "nextPage"],
+            // The generation's own page plays its archived video.
+            ["goto": videoPage],
+            ["wait": "(() => { const v = document.querySelector('video'); return !!v && v.readyState >= 1 && isFinite(v.duration) && v.duration > 0; })()"],
+            ["eval": "document.querySelector('video').duration", "as": "duration"],
+            ["eval": "(async () => { const v = document.querySelector('video'); v.muted = true; await v.play(); await new Promise(r => setTimeout(r, 700)); v.pause(); return v.currentTime; })()", "await": true, "as": "playedTo"],
+            ["eval": "document.querySelector('video').videoWidth", "as": "videoWidth"],
+            // The page itself may not fetch anything (its CSP has no connect-src).
+            ["eval": "(async () => { try { await fetch(document.querySelector('video').src); return 'fetched'; } catch (e) { return 'blocked'; } })()", "await": true, "as": "fetch"],
+            ["eval": "(async () => { const i = new Image(); i.src = document.querySelector('video').poster; await i.decode(); return i.naturalWidth; })()", "await": true, "as": "posterWidth"],
+            ["text": true, "as": "videoPage"], ["screenshot": shots + "/4-video.png"],
+            // Replay the completed event from the same page.
+            ["click": #"form.replay:has(input[value="msg_gen_video_2"]) button"#, "navigate": true], ["text": true, "as": "replayed"], ["screenshot": shots + "/5-replay.png"],
+            // Retry one dead job, then all dead jobs of the other route.
+            ["goto": "/"], ["click": #"form[action^="/jobs/"] button"#, "navigate": true], ["text": true, "as": "retried"],
+            ["screenshot": shots + "/6-retry.png"],
+            ["click": "button.retry-route", "navigate": true], ["text": true, "as": "retriedRoute"], ["screenshot": shots + "/7-retry-route.png"],
+        ]
+        let scenario = dir + "/scenario.json"
+        try JSONSerialization.data(withJSONObject: steps).write(to: URL(fileURLWithPath: scenario))
+
+        try await harness.run { client, store in
+            let port = try #require(client.port)
+            let started = ContinuousClock.now
+            let run = try await Self.runDriver(url: "http://127.0.0.1:\(port)/", in: dir, scenario: scenario)
+            print("StatusPageTests: the Chromium flows took \(ContinuousClock.now - started); screenshots in \(shots)")
+            try #require(run.status == 0, "driver exited \(run.status): \(run.stdout) \(run.stderr.suffix(2000))")
+            let result = try JSONDecoder().decode(ScenarioResult.self, from: Data(run.stdout.utf8))
+            let r = result.results
+            func text(_ key: String) -> String { r[key]?.text ?? "" }
+            func number(_ key: String) -> Double? { r[key]?.number }
+            #expect(result.statuses.allSatisfy { $0 == 200 }, "\(result.statuses)")
+            print("StatusPageTests: media requests (status, range): \(result.media)")
+
+            let overview = Self.flat(text("overview"))
+            #expect(overview.contains("50 of 59") && overview.contains("Retry all dead jobs of route notify"), "\(overview.prefix(800))")
+
+            #expect(text("searchURL") == "/generation?source=pipevideo&id=gen_dead")
+            #expect(Self.flat(text("searchResult")).contains("Generation gen_dead"))
+
+            #expect(text("filterURL").hasPrefix("?status=failed"), "\(text("filterURL"))")
+            let filtered = Self.flat(text("filtered"))
+            #expect(filtered.contains("gen_failed failed") && !filtered.contains("gen_bulk_"), "\(filtered.prefix(800))")
+
+            #expect(text("nextURL").contains("after="))
+            let next = Self.flat(text("nextPage"))
+            #expect(next.contains("after the previous page") && next.contains("gen_bulk_0 ") && !next.contains("gen_video"), "\(next.prefix(600))")
+
+            // sample.webm is 2 s long, 160×90; the poster is the 160-wide thumbnail.
+            let duration = try #require(number("duration"))
+            #expect(abs(duration - 2) < 0.2, "duration \(duration)")
+            #expect(((number("playedTo") ?? 0)) > 0, "the video did not play: \(String(describing: r["playedTo"]))")
+            #expect(number("videoWidth") == 160)
+            #expect(text("fetch") == "blocked")
+            // The browser asked for the video by range and got partial content.
+            #expect(result.media.contains { $0.status == 206 && $0.range?.hasPrefix("bytes=") == true }, "\(result.media)")
+            #expect(number("posterWidth") == 160)
+            let videoText = Self.flat(text("videoPage"))
+            #expect(videoText.contains("gen_video.webm") && videoText.contains(String(repeating: "c", count: 64)), "\(videoText.prefix(600))")
+
+            #expect(Self.flat(text("replayed")).contains("Event msg_gen_video_2 replayed: 2 jobs queued."))
+            #expect(try await store.jobs(generationID: "gen_video", source: "pipevideo").count == 3)
+
+            #expect(Self.flat(text("retried")).contains("queued again"))
+            #expect(Self.flat(text("retriedRoute")).contains("queued again") && Self.flat(text("retriedRoute")).contains("No dead jobs."))
+            #expect(try await Self.state(store, dead) == .pending)
+            #expect(try await Self.state(store, deadOther) == .pending)
+            #expect(try await Self.state(store, video) == .succeeded)
+            for shot in ["1-overview", "2-search", "3-filter", "4-video", "5-replay", "6-retry", "7-retry-route"] {
+                let size = (try? FileManager.default.attributesOfItem(atPath: shots + "/\(shot).png")[.size] as? Int) ?? 0
+                #expect(size > 1000, "screenshot \(shot).png missing or empty")
+            }
         }
     }
 }

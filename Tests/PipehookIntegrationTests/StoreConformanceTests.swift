@@ -466,7 +466,11 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
             _ = try await store.finishAttempt(lastAttempt, lease: other.lease, result: AttemptResult(outcome: .dead, summary: "no"), disposition: .dead(error: "no"))
             #expect(try await store.jobs(state: .dead, limit: 10).map(\.id) == [other.job.id])
             #expect(try await store.waitingJobCounts() == WaitingJobs(pending: 1, dead: 1))
-            #expect(try await store.retryDead(at: nowMilliseconds()) == 1)
+            // Of one route only: another route's name, or one that differs after a NUL, retries none.
+            #expect(try await store.retryDead(route: other.job.route + "x", at: nowMilliseconds()) == 0)
+            #expect(try await store.retryDead(route: other.job.route + "\u{0}x", at: nowMilliseconds()) == 0)
+            #expect(try await store.jobCounts()[.dead] == 1)
+            #expect(try await store.retryDead(route: other.job.route, at: nowMilliseconds()) == 1)
             #expect(try await store.jobCounts() == [.pending: 2, .running: 0, .succeeded: 0, .dead: 0])
             #expect(try await store.waitingJobCounts() == WaitingJobs(pending: 2, dead: 0))
             let finalClaim = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10)

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Loads the status page in headless Chromium and reports what a person sees.
 
-Usage: check_page.py URL TOKEN
+Usage: check_page.py URL TOKEN [SCENARIO]
 
 Talks to Chromium over the DevTools pipe (--remote-debugging-pipe: commands in on fd 3,
 replies and events out on fd 4, each message JSON ending in a NUL byte), so no websocket
@@ -11,7 +11,20 @@ library is needed. Prints one JSON object to stdout:
   clicked:  innerText after clicking the first form button (Retry) and the next page load
   statuses: HTTP status of each main-document response, in order
   urls:     document URL after each load
-Exits 2 with {"error": ...} on failure; Chromium is killed in every case (60 s cap overall).
+With SCENARIO (a JSON file: a list of steps) it walks those steps instead and prints
+  results:  {name: value} of every step that has "as"
+  statuses, urls as above
+  media:    [[status, Range header]] of every media request the page made (a <video> seeks by range)
+Steps (paths are relative to URL's origin; every selector must match or the run fails):
+  {"goto": PATH}                         navigate and wait for the new document
+  {"fill": SELECTOR, "value": TEXT}      set an input's or select's value (input/change fired)
+  {"click": SELECTOR, "navigate": BOOL}  click; with navigate, wait for the next document
+  {"text": true, "as": NAME}             the page's innerText
+  {"eval": JS, "as": NAME, "await": BOOL} an expression's value (a promise awaited with await)
+  {"wait": JS, "seconds": S}             until the expression is truthy (default 15 s)
+  {"screenshot": FILE}                   a PNG of the page as it is
+Exits 2 with {"error": ...} on failure; Chromium is killed in every case (60 s cap overall,
+120 s with a scenario).
 """
 import base64
 import fcntl
@@ -25,7 +38,7 @@ import sys
 import tempfile
 import time
 
-DEADLINE = time.monotonic() + 60
+DEADLINE = time.monotonic() + (120 if len(sys.argv) > 3 else 60)
 
 
 class Failure(Exception):
@@ -63,6 +76,7 @@ class Browser:
                 [
                     "chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
                     "--no-first-run", "--no-default-browser-check", "--disable-extensions",
+                    "--autoplay-policy=no-user-gesture-required", "--window-size=1280,900",
                     "--user-data-dir=" + profile, "about:blank",
                 ],
                 pass_fds=(3, 4),
@@ -136,7 +150,7 @@ class Browser:
             self.events.append(self._read_message())
 
 
-def run(url, token):
+def run(url, token, scenario=None):
     profile = tempfile.mkdtemp(prefix="pipehook-chromium-")
     browser = None
     try:
@@ -150,8 +164,10 @@ def run(url, token):
 
         statuses, urls = [], []
 
-        def evaluate(expression):
-            result = browser.send("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=session)
+        def evaluate(expression, wait_promise=False):
+            result = browser.send(
+                "Runtime.evaluate", {"expression": expression, "returnByValue": True, "awaitPromise": wait_promise}, session=session
+            )
             if "exceptionDetails" in result:
                 raise Failure("page script failed: " + json.dumps(result["exceptionDetails"])[:500])
             return result.get("result", {}).get("value")
@@ -175,16 +191,41 @@ def run(url, token):
             urls.append(evaluate("location.href"))
             # Main-document responses seen so far (the redirect's 303 is not a response event).
             for event in list(browser.events):
-                if event.get("method") == "Network.responseReceived" and event.get("sessionId") == session:
+                if (event.get("method") == "Network.responseReceived" and event.get("sessionId") == session
+                        and event["params"].get("type") == "Document"):
                     browser.events.remove(event)
-                    if event["params"].get("type") == "Document":
-                        statuses.append(event["params"]["response"]["status"])
+                    statuses.append(event["params"]["response"]["status"])
 
-        mark()
-        navigation = browser.send("Page.navigate", {"url": url}, session=session)
-        if navigation.get("errorText"):
-            raise Failure("navigation failed: " + navigation["errorText"])
-        wait_new_document()
+        def navigate(target):
+            mark()
+            navigation = browser.send("Page.navigate", {"url": target}, session=session)
+            if navigation.get("errorText"):
+                raise Failure("navigation failed: " + navigation["errorText"])
+            wait_new_document()
+
+        if scenario is not None:
+            result = walk(scenario, url, navigate, evaluate, text, mark, wait_new_document, statuses, urls,
+                          lambda: browser.send("Page.captureScreenshot", {"format": "png"}, session=session)["data"])
+            # Media requests by id, then the headers they went out with and the status they got
+            # (the *ExtraInfo events carry what was really on the wire).
+            ids = {e["params"]["requestId"] for e in browser.events
+                   if e.get("method") == "Network.requestWillBeSent" and e["params"].get("type") == "Media"}
+            ranges, media = {}, []
+            for event in browser.events:
+                params = event.get("params", {})
+                if params.get("requestId") not in ids:
+                    continue
+                if event.get("method") in ("Network.requestWillBeSent", "Network.requestWillBeSentExtraInfo"):
+                    headers = params.get("headers") or params.get("request", {}).get("headers", {})
+                    for name, value in headers.items():
+                        if name.lower() == "range":
+                            ranges[params["requestId"]] = value
+                elif event.get("method") == "Network.responseReceivedExtraInfo":
+                    media.append([params["statusCode"], params["requestId"]])
+            result["media"] = [[status, ranges.get(request)] for status, request in media]
+            return result
+
+        navigate(url)
         loaded = text()
 
         evaluate("for (const s of document.querySelectorAll('details:not([open]) > summary')) s.click(); true")
@@ -192,7 +233,7 @@ def run(url, token):
 
         mark()
         clicked = None
-        if evaluate("(() => { const b = document.querySelector('form button'); if (!b) return false; b.click(); return true; })()"):
+        if evaluate("(() => { const b = document.querySelector('form[action^=\"/jobs/\"] button'); if (!b) return false; b.click(); return true; })()"):
             wait_new_document()
             clicked = text()
         return {"loaded": loaded, "expanded": expanded, "clicked": clicked, "statuses": statuses, "urls": urls}
@@ -200,6 +241,53 @@ def run(url, token):
         if browser:
             browser.kill()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def walk(steps, url, navigate, evaluate, text, mark, wait_new_document, statuses, urls, screenshot):
+    """Runs a scenario's steps in order (see the module's doc string)."""
+    origin = url.split("/", 3)
+    origin = "/".join(origin[:3])
+    results = {}
+    for index, step in enumerate(steps):
+        where = "step %d %s" % (index, json.dumps(step)[:200])
+        if "goto" in step:
+            navigate(origin + step["goto"])
+        elif "fill" in step:
+            ok = evaluate("(() => { const e = document.querySelector(%s); if (!e) return false; e.value = %s;"
+                          " e.dispatchEvent(new Event('input', {bubbles: true}));"
+                          " e.dispatchEvent(new Event('change', {bubbles: true})); return true; })()"
+                          % (json.dumps(step["fill"]), json.dumps(step["value"])))
+            if not ok:
+                raise Failure(where + ": nothing matches the selector")
+        elif "click" in step:
+            if step.get("navigate"):
+                mark()
+            ok = evaluate("(() => { const e = document.querySelector(%s); if (!e) return false; e.click(); return true; })()"
+                          % json.dumps(step["click"]))
+            if not ok:
+                raise Failure(where + ": nothing matches the selector")
+            if step.get("navigate"):
+                wait_new_document()
+        elif "text" in step:
+            pass
+        elif "eval" in step:
+            value = evaluate(step["eval"], wait_promise=bool(step.get("await")))
+        elif "wait" in step:
+            limit = time.monotonic() + float(step.get("seconds", 15))
+            while not evaluate(step["wait"]):
+                if time.monotonic() > limit:
+                    raise Failure(where + ": still false after %s s" % step.get("seconds", 15))
+                time.sleep(0.1)
+        elif "screenshot" in step:
+            path = step["screenshot"]
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            with open(path, "wb") as out:
+                out.write(base64.b64decode(screenshot()))
+        else:
+            raise Failure(where + ": unknown step")
+        if "as" in step:
+            results[step["as"]] = text() if "text" in step else value
+    return {"results": results, "statuses": statuses, "urls": urls}
 
 
 def on_signal(signum, frame):
@@ -210,16 +298,20 @@ def main():
     # Backstop for a blocking call the select deadline does not cover; `finally` still kills Chromium.
     signal.signal(signal.SIGALRM, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    signal.alarm(62)
-    if len(sys.argv) != 3:
-        print(json.dumps({"error": "usage: check_page.py URL TOKEN"}))
+    signal.alarm(122 if len(sys.argv) > 3 else 62)
+    if len(sys.argv) not in (3, 4):
+        print(json.dumps({"error": "usage: check_page.py URL TOKEN [SCENARIO]"}))
         return 2
     if shutil.which("chromium") is None:
         print(json.dumps({"error": "chromium is not installed (apt-get install chromium)"}))
         return 2
     started = time.monotonic()
     try:
-        result = run(sys.argv[1], sys.argv[2])
+        scenario = None
+        if len(sys.argv) == 4:
+            with open(sys.argv[3]) as steps:
+                scenario = json.load(steps)
+        result = run(sys.argv[1], sys.argv[2], scenario)
     except (Failure, OSError, ValueError, KeyError) as error:
         print(json.dumps({"error": "%s: %s" % (type(error).__name__, error)}))
         return 2
