@@ -10,10 +10,11 @@ import PipehookStore
 enum StatusPage {
     static let maxFormBytes = 4 * 1024
 
-    /// No script, no external resources, not framable, never cached (it shows signed URLs).
+    /// Only our own script (the live refresh), no external resources, not framable, never cached
+    /// (it shows signed URLs).
     static let pageHeaders: HTTPFields = [
         .contentType: "text/html; charset=utf-8",
-        .contentSecurityPolicy: "default-src 'none'; style-src 'unsafe-inline'; media-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'",
+        .contentSecurityPolicy: "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; media-src 'self'; img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'",
         .cacheControl: "no-store",
         .xContentTypeOptions: "nosniff",
         referrerPolicy: "no-referrer",
@@ -37,8 +38,20 @@ enum StatusPage {
             } catch {
                 throw APIError.storeUnavailable
             }
-            let page = StatusPageHTML.render(snapshot, notice: notice) { purpose in admin.auth.formToken(for: purpose) ?? "" }
+            // `?refresh=N`: the live refresh every N seconds (1…300), 5 by default.
+            let refresh = parameters["refresh"].flatMap { Int(String($0)) }.map { min(300, max(1, $0)) } ?? 5
+            let page = StatusPageHTML.render(snapshot, notice: notice, refreshSeconds: refresh) { purpose in admin.auth.formToken(for: purpose) ?? "" }
             return Response(status: .ok, headers: pageHeaders, body: ResponseBody(byteBuffer: ByteBuffer(string: page)))
+        }
+
+        // The page's one script: same origin, so the CSP needs no 'unsafe-inline' for it.
+        router.get("/static/status.js") { request, _ in
+            try admin.auth.require(request)
+            return Response(
+                status: .ok,
+                headers: [.contentType: "text/javascript; charset=utf-8", .cacheControl: "no-store", .xContentTypeOptions: "nosniff"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: StatusPageHTML.liveScript))
+            )
         }
 
         router.get("/generation") { request, _ in

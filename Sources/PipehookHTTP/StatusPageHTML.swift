@@ -90,10 +90,10 @@ enum StatusPageHTML {
 
     /// `notice` is HTML made by the caller from validated, escaped values; `formToken` gives the
     /// CSRF token for a purpose (`StatusPage.retryPurpose` and friends).
-    static func render(_ snapshot: StatusPageSnapshot, notice: String?, formToken: (String) -> String) -> String {
+    static func render(_ snapshot: StatusPageSnapshot, notice: String?, refreshSeconds: Int = 5, formToken: (String) -> String) -> String {
         var page = """
-            \(head(title: "pipehook status"))
-            <header><h1>pipehook status</h1><p class="muted">As of \(time(snapshot.now)) (UTC). Reload for fresh data.</p></header>
+            \(head(title: "pipehook status", script: true))
+            <header data-refresh-ms="\(refreshSeconds * 1000)"><h1>pipehook status</h1><p class="muted"><span id="as-of">As of \(time(snapshot.now)) (UTC).</span> <span id="live">Refreshes by itself every \(refreshSeconds) s.</span></p></header>
 
             """
         if let notice { page += #"<p class="notice" role="status" id="notice">"# + notice + "</p>\n" }
@@ -377,7 +377,7 @@ enum StatusPageHTML {
     }
 
     /// The start of every page: charset, viewport, the (escaped) title and the inline style.
-    static func head(title: String) -> String {
+    static func head(title: String, script: Bool = false) -> String {
         """
         <!doctype html>
         <html lang="en">
@@ -385,11 +385,54 @@ enum StatusPageHTML {
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>\(html(title))</title>
-        <style>\(style)</style>
+        <style>\(style)</style>\(script ? #"\n<script src="/static/status.js" defer></script>"# : "")
         </head>
         <body>
         """
     }
+
+    /// The live refresh of `/`: fetches the same URL (so every filter and page stays as it is)
+    /// and swaps in the fresh counters, charts and lists, keeping open what the user opened. It
+    /// waits while the tab is hidden or a form field has the focus, and says when it failed.
+    static let liveScript = """
+        "use strict";
+        (() => {
+          const header = document.querySelector("header[data-refresh-ms]");
+          if (!header) return;
+          const every = Number(header.dataset.refreshMs) || 5000;
+          const regions = ["as-of", "counters", "charts", "dead", "generations"];
+          const live = document.getElementById("live");
+          let busy = false, count = 0;
+          async function refresh() {
+            if (busy || document.hidden) return;
+            const focused = document.activeElement;
+            if (focused && focused.closest && focused.closest("form") && focused.tagName !== "BUTTON") return;
+            busy = true;
+            try {
+              const answer = await fetch(location.href, {credentials: "same-origin", cache: "no-store"});
+              if (!answer.ok) throw new Error("HTTP " + answer.status);
+              const fresh = new DOMParser().parseFromString(await answer.text(), "text/html");
+              const open = new Set(Array.from(document.querySelectorAll("details[open] > summary a.permalink"), a => a.getAttribute("href")));
+              for (const id of regions) {
+                const mine = document.getElementById(id), theirs = fresh.getElementById(id);
+                if (mine && theirs) mine.replaceWith(document.importNode(theirs, true));
+              }
+              for (const a of document.querySelectorAll("details > summary a.permalink")) {
+                if (open.has(a.getAttribute("href"))) a.closest("details").open = true;
+              }
+              count += 1;
+              document.body.dataset.refreshed = String(count);
+              live.textContent = "Live: refreshed " + new Date().toISOString().slice(11, 19) + " UTC.";
+            } catch (error) {
+              live.textContent = "Live refresh failed (" + error.message + "); trying again.";
+            } finally {
+              busy = false;
+            }
+          }
+          setInterval(refresh, every);
+        })();
+
+        """
 
     static let style = """
         body{font:14px/1.45 system-ui,sans-serif;margin:1.5rem;color:#1b1f24;background:#fff}

@@ -23,6 +23,7 @@ Steps (paths are relative to URL's origin; every selector must match or the run 
   {"eval": JS, "as": NAME, "await": BOOL} an expression's value (a promise awaited with await)
   {"wait": JS, "seconds": S}             until the expression is truthy (default 15 s)
   {"screenshot": FILE}                   a PNG of the page as it is
+  {"touch": FILE}                        create FILE (tells the test the page is at this point)
 Exits 2 with {"error": ...} on failure; Chromium is killed in every case (60 s cap overall,
 120 s with a scenario).
 """
@@ -249,6 +250,7 @@ def walk(steps, url, navigate, evaluate, text, mark, wait_new_document, statuses
     origin = "/".join(origin[:3])
     results = {}
     for index, step in enumerate(steps):
+        value = None
         where = "step %d %s" % (index, json.dumps(step)[:200])
         if "goto" in step:
             navigate(origin + step["goto"])
@@ -278,6 +280,8 @@ def walk(steps, url, navigate, evaluate, text, mark, wait_new_document, statuses
                 if time.monotonic() > limit:
                     raise Failure(where + ": still false after %s s" % step.get("seconds", 15))
                 time.sleep(0.1)
+        elif "touch" in step:
+            open(step["touch"], "w").close()
         elif "screenshot" in step:
             path = step["screenshot"]
             os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
