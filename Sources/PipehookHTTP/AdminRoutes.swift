@@ -121,7 +121,21 @@ enum AdminRoutes {
             }
             query.status = status
         }
-        if let source = parameters["source"].map(String.init), !source.isEmpty { query.source = source }
+        func text(_ name: String) throws -> String? {
+            guard let value = parameters[Substring(name)].map(String.init), !value.isEmpty else { return nil }
+            guard value.utf8.count <= 256, !value.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+                throw invalid("\(name) must be 1 to 256 bytes without control characters")
+            }
+            return value
+        }
+        query.source = try text("source")
+        query.route = try text("route")
+        if let text = parameters["job_state"].map(String.init), !text.isEmpty {
+            guard let state = JobState(rawValue: text) else {
+                throw invalid("job_state must be one of \(JobState.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            query.jobState = state
+        }
         if let token = parameters["after"].map(String.init), !token.isEmpty {
             guard let cursor = GenerationCursor(token: token) else { throw invalid("after is not a cursor from a previous page's next") }
             query.after = cursor

@@ -155,7 +155,7 @@ enum StatusPageHTML {
         var out = #"<section id="generations"><h2>Generations</h2>"#
         out += searchForm()
         out += filterForm(snapshot.query)
-        let filtered = snapshot.query.status != nil || snapshot.query.source != nil
+        let filtered = snapshot.query.status != nil || snapshot.query.source != nil || snapshot.query.filtersJobs
         guard !snapshot.generations.isEmpty else {
             let text = snapshot.query.after != nil ? "No more generations." : filtered ? "No generations match." : "No generations yet."
             return out + #"<p class="muted">"# + text + "</p></section>\n"
@@ -169,6 +169,8 @@ enum StatusPageHTML {
             var parameters: [(String, String)] = []
             if let status = snapshot.query.status { parameters.append(("status", status.rawValue)) }
             if let source = snapshot.query.source { parameters.append(("source", source)) }
+            if let route = snapshot.query.route { parameters.append(("route", route)) }
+            if let state = snapshot.query.jobState { parameters.append(("job_state", state.rawValue)) }
             parameters.append(("after", next.token))
             out += #"<p><a id="next-page" href="/?"# + html(queryString(parameters)) + #"">Next page →</a></p>"#
         }
@@ -182,6 +184,12 @@ enum StatusPageHTML {
             out += #"<option value=""# + html(status.rawValue) + #"""# + (query.status == status ? " selected" : "") + ">" + html(status.rawValue) + "</option>"
         }
         out += #"</select></label> <label>Source <input name="source" value=""# + html(query.source ?? "") + #"" size="12"></label> "#
+        out += #"<label>Route <input name="route" value=""# + html(query.route ?? "") + #"" size="12"></label> "#
+        out += #"<label>Job <select name="job_state"><option value="">any</option>"#
+        for state in JobState.allCases {
+            out += #"<option value=""# + html(state.rawValue) + #"""# + (query.jobState == state ? " selected" : "") + ">" + html(state.rawValue) + "</option>"
+        }
+        out += "</select></label> "
         return out + #"<button type="submit">Filter</button> <a href="/">Clear</a></form>"#
     }
 

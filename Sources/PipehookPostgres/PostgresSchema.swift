@@ -187,6 +187,10 @@ enum PostgresSchema {
         Migration(id: "v7-generations-by-source", statements: [
             "CREATE INDEX generations_source_updated ON generations (source, updated_at)",
         ]),
+        // A generation's jobs, and the page's filters by job state and route (issue 14).
+        Migration(id: "v8-jobs-by-generation", statements: [
+            "CREATE INDEX jobs_generation ON jobs (generation_id, source, state, route)",
+        ]),
     ]
 
     /// Applies what is missing in one transaction. The advisory lock is keyed by the schema, so

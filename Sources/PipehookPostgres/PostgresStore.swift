@@ -448,6 +448,7 @@ extension PostgresStore: WebhookStore {
     /// `GenerationQuery`'s order and filters in SQL; `COLLATE "C"` compares ids by their bytes,
     /// as the other stores do, whatever the database's collation.
     public func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord] {
+        if query.matchesNothing { return [] }
         var sql = PostgresQuery.StringInterpolation(literalCapacity: 256, interpolationCount: 8)
         sql.appendLiteral("SELECT \(Self.generationColumns) FROM generations WHERE true")
         if let status = query.status {
@@ -470,6 +471,19 @@ extension PostgresStore: WebhookStore {
             sql.appendLiteral(" AND source COLLATE \"C\" > ")
             sql.appendInterpolation(after.source)
             sql.appendLiteral("))))")
+        }
+        if query.filtersJobs {
+            // A semi-join: the planner picks the side to start from by the tables' statistics.
+            sql.appendLiteral(" AND EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = generations.generation_id AND j.source = generations.source")
+            if let state = query.jobState {
+                sql.appendLiteral(" AND j.state = ")
+                sql.appendInterpolation(state.rawValue)
+            }
+            if let route = query.route {
+                sql.appendLiteral(" AND j.route = ")
+                sql.appendInterpolation(route)
+            }
+            sql.appendLiteral(")")
         }
         sql.appendLiteral(" ORDER BY updated_at DESC, generation_id COLLATE \"C\", source COLLATE \"C\" LIMIT ")
         sql.appendInterpolation(query.limit)

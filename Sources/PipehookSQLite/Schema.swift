@@ -168,6 +168,11 @@ enum Schema {
             // Lists filtered by source, newest first, without scanning the others' rows (issue 14).
             try db.execute(sql: "CREATE INDEX generations_source_updated ON generations (source, updated_at)")
         }
+        migrator.registerMigration("v7-jobs-by-generation") { db in
+            // A generation's jobs, and the page's filters by job state and route, by index: the
+            // unique jobs_once covers only jobs that are not replays, so it cannot serve them.
+            try db.execute(sql: "CREATE INDEX jobs_generation ON jobs (generation_id, source, state, route)")
+        }
         return migrator
     }
 }

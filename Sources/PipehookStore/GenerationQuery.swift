@@ -11,15 +11,38 @@ import PipehookLifecycle
 public struct GenerationQuery: Sendable, Equatable {
     public var status: GenerationStatus?
     public var source: String?
+    /// Only generations with a job of this route (in `jobState`, when that is given too).
+    public var route: String?
+    /// Only generations with a job in this state (of `route`, when that is given too).
+    public var jobState: JobState?
     /// Only generations after this one in the order.
     public var after: GenerationCursor?
     public var limit: Int
 
-    public init(status: GenerationStatus? = nil, source: String? = nil, after: GenerationCursor? = nil, limit: Int = 50) {
+    public init(
+        status: GenerationStatus? = nil, source: String? = nil, route: String? = nil, jobState: JobState? = nil,
+        after: GenerationCursor? = nil, limit: Int = 50
+    ) {
         self.status = status
         self.source = source
+        self.route = route
+        self.jobState = jobState
         self.after = after
         self.limit = limit
+    }
+
+    /// A source or route name with a NUL matches nothing (configured names cannot hold one); SQL
+    /// would cut it at the NUL (SQLite) or refuse it (PostgreSQL), so stores answer without asking.
+    public var matchesNothing: Bool { (source?.utf8.contains(0) ?? false) || (route?.utf8.contains(0) ?? false) }
+
+    /// Whether the list depends on the generations' jobs.
+    public var filtersJobs: Bool { route != nil || jobState != nil }
+
+    /// Whether one job satisfies the job filters (route byte for byte, and state).
+    public func admits(_ job: JobRecord) -> Bool {
+        if let route, !job.route.sameBytes(as: route) { return false }
+        if let jobState, job.state != jobState { return false }
+        return true
     }
 
     /// `a` comes before `b` in every list.
@@ -34,7 +57,8 @@ public struct GenerationQuery: Sendable, Equatable {
         return a.source.utf8.lexicographicallyPrecedes(b.source.utf8)
     }
 
-    /// Whether `record` passes the filters and comes after the cursor.
+    /// Whether `record` passes the generation filters and comes after the cursor (the job filters
+    /// are `admits(_ job:)`, on the generation's jobs).
     public func admits(_ record: GenerationRecord) -> Bool {
         if let status, record.status != status { return false }
         if let source, !record.source.sameBytes(as: source) { return false }

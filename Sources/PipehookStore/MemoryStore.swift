@@ -206,7 +206,12 @@ public final class MemoryStore: Storage {
 
     public func generations(_ query: GenerationQuery) async throws(StoreError) -> [GenerationRecord] {
         state.withLock { state in
-            Array(state.generations.values.filter(query.admits).sorted(by: GenerationQuery.precedes).prefix(query.limit))
+            var matching = state.generations.values.filter(query.admits)
+            if query.filtersJobs {
+                let withJobs = Set(state.jobs.values.map(\.job).filter(query.admits).map { GenerationKey(source: $0.source, generationID: $0.generationID) })
+                matching = matching.filter { withJobs.contains(GenerationKey(source: $0.source, generationID: $0.generationID)) }
+            }
+            return Array(matching.sorted(by: GenerationQuery.precedes).prefix(query.limit))
         }
     }
 

@@ -139,6 +139,8 @@ struct Generations: AsyncParsableCommand {
     @OptionGroup var options: ConfigOption
     @Option(help: "Only generations with this status.") var status: GenerationStatus?
     @Option(help: "Only generations of this source.") var source: String?
+    @Option(help: "Only generations with a job of this route.") var route: String?
+    @Option(help: "Only generations with a job in this state (pending, running, succeeded, dead).") var jobState: JobState?
     @Option(help: "The page after this cursor (printed as `more: --after …` under a full page).") var after: String?
     @Option(help: "At most this many.") var limit: Int = 50
     @Flag(help: "Machine-readable output.") var json = false
@@ -150,7 +152,9 @@ struct Generations: AsyncParsableCommand {
 
     func run() async throws {
         let store = try await Daemon.openStore(try options.loadStore(), readOnly: true)
-        let query = GenerationQuery(status: status, source: source, after: after.flatMap(GenerationCursor.init(token:)), limit: limit)
+        let query = GenerationQuery(
+            status: status, source: source, route: route, jobState: jobState, after: after.flatMap(GenerationCursor.init(token:)), limit: limit
+        )
         write(try await Commands.generations(query, store: store, json: json))
     }
 }

@@ -227,6 +227,16 @@ import Testing
             #expect(failed.contains("gen_page_57") && !failed.contains("gen_page_58") && failed.contains(#"<option value="failed" selected>"#))
             let (badResponse, _) = try await Self.page(client, "/?after=not-a-cursor!")
             #expect(badResponse.status == .badRequest)
+            for bad in ["/?job_state=sleeping", "/?route=a%00b", "/?source=%0A", "/api/generations?job_state=x"] {
+                #expect(try await Self.page(client, bad).0.status == .badRequest, "\(bad)")
+            }
+            // By job: only gen_page_1 has a dead job of route notify; the filters stay in the form.
+            let dead = try await Self.deadJob(store, generation: "gen_page_1", error: "boom", at: now - 100_000)
+            let (_, byJob) = try await Self.page(client, "/?job_state=dead&route=notify")
+            #expect(byJob.contains("gen_page_1<") && !byJob.contains("gen_page_2<") && byJob.contains(#"<option value="dead" selected>"#))
+            #expect(byJob.contains(#"name="route" value="notify""#) && byJob.contains(dead))
+            let (_, none) = try await Self.page(client, "/?job_state=dead&route=publish")
+            #expect(none.contains("No generations match."))
 
             let (pageResponse, own) = try await Self.page(client, "/generation?source=pipevideo&id=gen_page_3")
             #expect(pageResponse.status == .ok && pageResponse.headers[.contentSecurityPolicy]?.contains("default-src 'none'") == true)
@@ -655,6 +665,10 @@ import Testing
             // The next page of all generations.
             ["goto": "/"], ["click": "#next-page", "navigate": true], ["eval": "location.search", "as": "nextURL"],
             ["text": true, "as": "nextPage"],
+            // By job state and route.
+            ["goto": "/"], ["fill": "select[name=job_state]", "value": "dead"], ["fill": #"form[action="/"] input[name=route]"#, "value": "publish"],
+            ["click": #"form[action="/"] button[type=submit]"#, "navigate": true],
+            ["eval": "location.search", "as": "jobFilterURL"], ["text": true, "as": "jobFiltered"], ["screenshot": shots + "/3b-job-filter.png"],
             // The generation's own page plays its archived video.
             ["goto": videoPage],
             ["wait": "(() => { const v = document.querySelector('video'); return !!v && v.readyState >= 1 && isFinite(v.duration) && v.duration > 0; })()"],
@@ -699,6 +713,9 @@ import Testing
             #expect(filtered.contains("gen_failed failed") && !filtered.contains("gen_bulk_"), "\(filtered.prefix(800))")
 
             #expect(text("nextURL").contains("after="))
+            #expect(text("jobFilterURL") == "?status=&source=&route=publish&job_state=dead", "\(text("jobFilterURL"))")
+            let jobFiltered = Self.flat(text("jobFiltered"))
+            #expect(jobFiltered.contains("gen_dead2 completed") && !jobFiltered.contains("gen_dead completed") && !jobFiltered.contains("gen_bulk_"), "\(jobFiltered.prefix(600))")
             let next = Self.flat(text("nextPage"))
             #expect(next.contains("after the previous page") && next.contains("gen_bulk_0 ") && !next.contains("gen_video"), "\(next.prefix(600))")
 
