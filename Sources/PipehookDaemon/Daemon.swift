@@ -150,7 +150,8 @@ public enum Daemon {
             generationPage: { query in Array(try await Commands.generationPage(query, store: store).utf8) },
             archiveDirectories: { [configuration = intake.configuration] in configuration.current.archiveDirectories },
             routes: { [configuration = intake.configuration] status in configuration.current.routes(for: status) },
-            jobsCreated: onJobsCreated
+            jobsCreated: onJobsCreated,
+            tally: metrics?.metrics.tally
         )
         // The gateway (SPEC §7): with `api`, for `admin_token` and `gateway.tokens`.
         var gateway: GatewayEndpoints?

@@ -3,6 +3,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import PipehookLifecycle
+import PipehookMetrics
 import PipehookStore
 
 /// What the admin endpoints (`/api/*` and the status page at `/`) need from the daemon.
@@ -23,6 +24,8 @@ public struct AdminEndpoints: Sendable {
     public var routes: @Sendable (GenerationStatus) -> [RoutePin]
     /// Wakes the dispatcher after the page created jobs.
     public var jobsCreated: @Sendable () -> Void
+    /// Deliveries by result and ingest latencies since start, when metrics are kept.
+    public var tally: LocalTally?
 
     public init(
         auth: AdminAuth, store: any Storage, track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?,
@@ -31,8 +34,10 @@ public struct AdminEndpoints: Sendable {
         now: @escaping @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) },
         archiveDirectories: @escaping @Sendable () -> [String] = { [] },
         routes: @escaping @Sendable (GenerationStatus) -> [RoutePin] = { _ in [] },
-        jobsCreated: @escaping @Sendable () -> Void = {}
+        jobsCreated: @escaping @Sendable () -> Void = {},
+        tally: LocalTally? = nil
     ) {
+        self.tally = tally
         self.archiveDirectories = archiveDirectories
         self.routes = routes
         self.jobsCreated = jobsCreated

@@ -34,7 +34,8 @@ enum StatusPage {
             if request.uri.queryParameters["limit"] == nil { query.limit = StatusPageSnapshot.generationLimit }
             let snapshot: StatusPageSnapshot
             do {
-                snapshot = try await StatusPageSnapshot.load(from: admin.store, now: admin.now(), query: query)
+                let sinceStart = admin.tally.map { StatusPageSnapshot.SinceStart(results: $0.resultTotals(), latencies: $0.latencyCounts()) }
+                snapshot = try await StatusPageSnapshot.load(from: admin.store, now: admin.now(), query: query, sinceStart: sinceStart)
             } catch {
                 throw APIError.storeUnavailable
             }

@@ -19,20 +19,37 @@ struct StatusPageSnapshot: Sendable {
     static let deadLimit = 50
 
     var now: Int64
+    /// Waiting, running and dead jobs only: each counted over its range of the state index.
+    /// (Whole-table counts of a big store cost more than the rest of the page together.)
     var jobCounts: [JobState: Int]
-    var counts: StoreCounts
     var dead: [JobRecord]
     var generations: [Generation]
+    /// The last hour by minute and the last day by hour, for the counters and charts.
+    var hour: Activity
+    var day: Activity
+    /// Deliveries by result and ingest latencies since this process started (not stored).
+    var sinceStart: SinceStart?
+
+    struct SinceStart: Sendable {
+        var results: [String: Int]
+        var latencies: [Int]
+    }
     /// The list's filters and page; `next` is set when there may be another page.
     var query = GenerationQuery(limit: generationLimit)
     var next: GenerationCursor?
 
-    static func load(from store: any Storage, now: Int64, query: GenerationQuery = GenerationQuery(limit: generationLimit)) async throws(StoreError) -> Self {
-        let jobCounts = try await store.jobCounts()
-        let counts = try await store.counts()
+    static func load(
+        from store: any Storage, now: Int64, query: GenerationQuery = GenerationQuery(limit: generationLimit), sinceStart: SinceStart? = nil
+    ) async throws(StoreError) -> Self {
+        let jobCounts = try await store.jobCounts(in: [.pending, .running, .dead])
         let dead = try await store.jobs(state: .dead, limit: deadLimit)
         let records = try await store.generations(query)
-        var snapshot = Self(now: now, jobCounts: jobCounts, counts: counts, dead: dead, generations: try await generations(records, from: store))
+        let hour = try await store.activity(.last(60, of: 60_000, endingAt: now))
+        let day = try await store.activity(.last(24, of: 3_600_000, endingAt: now))
+        var snapshot = Self(
+            now: now, jobCounts: jobCounts, dead: dead, generations: try await generations(records, from: store),
+            hour: hour, day: day, sinceStart: sinceStart
+        )
         snapshot.query = query
         snapshot.next = records.count == query.limit ? records.last.map(GenerationCursor.init(after:)) : nil
         return snapshot
@@ -98,6 +115,7 @@ enum StatusPageHTML {
             """
         if let notice { page += #"<p class="notice" role="status" id="notice">"# + notice + "</p>\n" }
         page += counters(snapshot)
+        page += ActivityCharts.section(snapshot)
         page += deadJobs(snapshot, formToken: formToken)
         page += recentGenerations(snapshot)
         page += "</body>\n</html>\n"
@@ -106,19 +124,34 @@ enum StatusPageHTML {
 
     static func counters(_ snapshot: StatusPageSnapshot) -> String {
         var out = #"<section id="counters"><h2>Counters</h2><div class="counters">"#
-        out += #"<table><caption>Jobs</caption><tbody>"#
-        for state in [JobState.pending, .running, .succeeded, .dead] {
+        out += #"<table><caption>Jobs now</caption><tbody>"#
+        for state in [JobState.pending, .running, .dead] {
             out += #"<tr><th scope="row">"# + html(state.rawValue) + "</th><td>\(snapshot.jobCounts[state] ?? 0)</td></tr>"
         }
-        out += #"</tbody></table><table><caption>Store</caption><tbody>"#
-        let counts = snapshot.counts
-        for (name, value) in [
-            ("deliveries", counts.deliveries), ("events", counts.events), ("generations", counts.generations),
-            ("unrecognized", counts.unrecognized),
-        ] {
-            out += #"<tr><th scope="row">"# + name + "</th><td>\(value)</td></tr>"
+        out += "</tbody></table>"
+        for (caption, activity) in [("Last hour", snapshot.hour), ("Last day", snapshot.day)] {
+            func total(_ series: [Int]) -> Int { series.reduce(0, +) }
+            out += "<table><caption>" + caption + "</caption><tbody>"
+            for (name, value) in [
+                ("events stored", total(activity.eventSeries { _ in true })),
+                ("status changes", total(activity.eventSeries { $0.transition == .applied })),
+                ("unrecognized", total(activity.unrecognized)),
+                ("steps succeeded", total(activity.attemptSeries(.succeeded))),
+                ("steps failed", total(activity.attemptSeries(.failed))),
+                ("steps dead", total(activity.attemptSeries(.dead))),
+            ] {
+                out += #"<tr><th scope="row">"# + name + "</th><td>\(value)</td></tr>"
+            }
+            out += "</tbody></table>"
         }
-        return out + "</tbody></table></div></section>\n"
+        if let since = snapshot.sinceStart {
+            out += #"<table><caption>Deliveries since start</caption><tbody>"#
+            for result in ["accepted", "duplicate", "unrecognized", "rejected", "store_unavailable"] {
+                out += #"<tr><th scope="row">"# + html(result) + "</th><td>\(since.results[result] ?? 0)</td></tr>"
+            }
+            out += "</tbody></table>"
+        }
+        return out + "</div></section>\n"
     }
 
     static func deadJobs(_ snapshot: StatusPageSnapshot, formToken: (String) -> String) -> String {
@@ -160,7 +193,7 @@ enum StatusPageHTML {
             let text = snapshot.query.after != nil ? "No more generations." : filtered ? "No generations match." : "No generations yet."
             return out + #"<p class="muted">"# + text + "</p></section>\n"
         }
-        out += #"<p class="muted">\#(snapshot.generations.count) \#(filtered ? "matching" : "of \(snapshot.counts.generations)"), most recently updated first"#
+        out += #"<p class="muted">\#(snapshot.generations.count)\#(filtered ? " matching" : ""), most recently updated first"#
             + (snapshot.query.after != nil ? ", after the previous page" : "") + ". Open one for its timeline and jobs.</p>"
         for generation in snapshot.generations {
             out += self.generation(generation)
@@ -393,7 +426,7 @@ enum StatusPageHTML {
         <meta charset="utf-8">
         <meta name="viewport" content="width=device-width, initial-scale=1">
         <title>\(html(title))</title>
-        <style>\(style)</style>\(script ? #"\n<script src="/static/status.js" defer></script>"# : "")
+        <style>\(style)</style>\(script ? "\n" + #"<script src="/static/status.js" defer></script>"# : "")
         </head>
         <body>
         """
@@ -448,7 +481,7 @@ enum StatusPageHTML {
         .muted{color:#57606a}code{font:12.5px ui-monospace,monospace}
         table{border-collapse:collapse;margin:.3rem 0}th,td{border:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}
         thead th{background:#f6f8fa}caption{text-align:left;font-weight:600;padding:.2rem 0}
-        .counters{display:flex;gap:2rem;flex-wrap:wrap}.counters td{text-align:right;min-width:3rem}
+        .counters{display:flex;gap:2rem;flex-wrap:wrap;align-items:flex-start}.counters td{text-align:right;min-width:3rem}
         .notice{background:#dafbe1;border:1px solid #4ac26b;padding:.5rem .75rem;border-radius:6px}
         .error{color:#a40e26;white-space:pre-wrap}.url{word-break:break-all}
         details.generation{border:1px solid #d0d7de;border-radius:6px;margin:.4rem 0;padding:.3rem .6rem}
@@ -462,6 +495,9 @@ enum StatusPageHTML {
         figure.video{margin:.4rem 0 1rem}figure.video video,figure.video img{max-width:min(100%,720px);max-height:60vh;background:#000;border-radius:6px;display:block}
         figcaption{margin-top:.3rem}code.sha{word-break:break-all}
         form.inline{display:inline-block;margin:.2rem .4rem .2rem 0}.bulk{margin:.3rem 0}
+        .charts{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:.4rem 1.2rem}
+        .chart svg{width:100%;height:auto;display:block}.chart figcaption{font-size:12px}
+        .legend span{display:inline-block;width:.7rem;height:.7rem;border-radius:2px;margin:0 .2rem 0 .5rem;vertical-align:-1px}
         .filters{margin:.3rem 0 .6rem}.filters label{margin-right:.6rem}a.permalink{text-decoration:none}
         """
 }

@@ -41,6 +41,8 @@ public final class PipehookMetrics: Sendable {
     /// `from × to` of applied transitions, made on first use: index `from * count + to`.
     private let transitions: Mutex<[Counter?]>
     private let ingestTimer: CoreMetrics.Timer
+    /// Results and latencies since start, readable in process (the status page).
+    public let tally = LocalTally(results: PipehookMetrics.deliveryResults)
 
     public init(factory: any MetricsFactory) {
         self.factory = factory
@@ -64,6 +66,7 @@ public final class PipehookMetrics: Sendable {
 
     /// `result`: accepted, duplicate, unrecognized, rejected, store_unavailable.
     public func delivery(source: String, result: String) {
+        tally.count(result: result)
         if let counter = series(source).deliveries[result] {
             counter.increment()
         } else {
@@ -95,6 +98,7 @@ public final class PipehookMetrics: Sendable {
 
     public func ingestLatency(nanoseconds: Int64) {
         ingestTimer.recordNanoseconds(nanoseconds)
+        tally.record(nanoseconds: nanoseconds)
     }
 
     // MARK: jobs

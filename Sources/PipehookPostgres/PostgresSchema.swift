@@ -191,6 +191,12 @@ enum PostgresSchema {
         Migration(id: "v8-jobs-by-generation", statements: [
             "CREATE INDEX jobs_generation ON jobs (generation_id, source, state, route)",
         ]),
+        // The page's charts read the last hour and day by these (issue 14).
+        Migration(id: "v9-activity-by-time", statements: [
+            "CREATE INDEX events_received_at ON events (received_at)",
+            "CREATE INDEX unrecognized_received_at ON unrecognized (received_at)",
+            "CREATE INDEX attempts_started_at ON attempts (started_at)",
+        ]),
     ]
 
     /// Applies what is missing in one transaction. The advisory lock is keyed by the schema, so

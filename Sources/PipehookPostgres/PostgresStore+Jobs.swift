@@ -398,11 +398,12 @@ extension PostgresStore: JobStore {
     /// `claimJobs`, which marks their attempts interrupted then.
     public func requeueRunning(at: Int64) async throws(StoreError) -> Int { 0 }
 
-    public func jobCounts() async throws(StoreError) -> [JobState: Int] {
-        try await read("count jobs") { db, logger in
-            var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
+    public func jobCounts(in states: Set<JobState>) async throws(StoreError) -> [JobState: Int] {
+        let names = states.map(\.rawValue).sorted()
+        return try await read("count jobs") { db, logger in
+            var counts = Dictionary(uniqueKeysWithValues: states.map { ($0, 0) })
             for try await (state, count) in try await db.query(
-                "SELECT state, count(*) FROM jobs GROUP BY state", logger: logger
+                "SELECT state, count(*) FROM jobs WHERE state = ANY(\(names)) GROUP BY state", logger: logger
             ).decode((String, Int).self) {
                 if let state = JobState(rawValue: state) { counts[state] = count }
             }

@@ -493,6 +493,41 @@ extension PostgresStore: WebhookStore {
         }
     }
 
+    public func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity {
+        let since = window.since, until = window.until, width = window.bucketMilliseconds
+        return try await read("read activity") { db, logger in
+            var activity = Activity(window: window)
+            for try await (bucket, transition, status, count) in try await db.query("""
+                SELECT ((received_at - \(since)) / \(width))::int, transition, status, count(*)::int FROM events
+                WHERE received_at >= \(since) AND received_at < \(until) GROUP BY 1, 2, 3
+                """, logger: logger).decode((Int, String, String, Int).self) {
+                guard let transition = Transition(rawValue: transition), let status = GenerationStatus(rawValue: status) else { continue }
+                activity.events.append(Activity.EventCount(bucket: bucket, transition: transition, status: status, count: count))
+            }
+            for try await (bucket, count) in try await db.query("""
+                SELECT ((received_at - \(since)) / \(width))::int, count(*)::int FROM unrecognized
+                WHERE received_at >= \(since) AND received_at < \(until) GROUP BY 1
+                """, logger: logger).decode((Int, Int).self) where activity.unrecognized.indices.contains(bucket) {
+                activity.unrecognized[bucket] = count
+            }
+            for try await (bucket, outcome, count) in try await db.query("""
+                SELECT ((started_at - \(since)) / \(width))::int, outcome, count(*)::int FROM attempts
+                WHERE started_at >= \(since) AND started_at < \(until) AND outcome <> 'running' GROUP BY 1, 2
+                """, logger: logger).decode((Int, String, Int).self) {
+                guard let outcome = AttemptOutcome(rawValue: outcome) else { continue }
+                activity.attempts.append(Activity.AttemptCount(bucket: bucket, outcome: outcome, count: count))
+            }
+            for try await duration in try await db.query("""
+                SELECT ended_at - started_at FROM attempts
+                WHERE started_at >= \(since) AND started_at < \(until) AND outcome <> 'running' AND ended_at IS NOT NULL
+                ORDER BY started_at DESC, id DESC LIMIT \(Activity.durationLimit)
+                """, logger: logger).decode(Int64.self) {
+                activity.attemptDurations.append(duration)
+            }
+            return activity.normalized()
+        }
+    }
+
     public func counts() async throws(StoreError) -> StoreCounts {
         try await read("count rows") { db, logger in
             let row = try await db.query("""

@@ -262,10 +262,15 @@ extension SQLiteStore: JobStore {
         }
     }
 
-    public func jobCounts() async throws(StoreError) -> [JobState: Int] {
-        try await read { db in
-            var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
-            for row in try Row.fetchAll(db, sql: "SELECT state, count(*) AS n FROM jobs GROUP BY state") {
+    public func jobCounts(in states: Set<JobState>) async throws(StoreError) -> [JobState: Int] {
+        let names = states.map(\.rawValue).sorted()
+        return try await read { db in
+            var counts = Dictionary(uniqueKeysWithValues: states.map { ($0, 0) })
+            guard !names.isEmpty else { return counts }
+            let marks = Array(repeating: "?", count: names.count).joined(separator: ", ")
+            for row in try Row.fetchAll(
+                db, sql: "SELECT state, count(*) AS n FROM jobs WHERE state IN (\(marks)) GROUP BY state", arguments: StatementArguments(names)
+            ) {
                 let state: String = row["state"]
                 if let state = JobState(rawValue: state) { counts[state] = row["n"] }
             }

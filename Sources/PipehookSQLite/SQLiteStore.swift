@@ -302,6 +302,40 @@ public final class SQLiteStore: WebhookStore {
         return try await read { db in try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.generation) }
     }
 
+    public func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity {
+        let since = window.since, until = window.until, width = window.bucketMilliseconds
+        return try await read { db in
+            var activity = Activity(window: window)
+            for row in try Row.fetchAll(db, sql: """
+                SELECT (received_at - ?) / ? AS bucket, transition, status, count(*) AS n FROM events
+                WHERE received_at >= ? AND received_at < ? GROUP BY bucket, transition, status
+                """, arguments: [since, width, since, until]) {
+                guard let transition = Transition(rawValue: row["transition"]), let status = GenerationStatus(rawValue: row["status"]) else { continue }
+                activity.events.append(Activity.EventCount(bucket: row["bucket"], transition: transition, status: status, count: row["n"]))
+            }
+            for row in try Row.fetchAll(db, sql: """
+                SELECT (received_at - ?) / ? AS bucket, count(*) AS n FROM unrecognized
+                WHERE received_at >= ? AND received_at < ? GROUP BY bucket
+                """, arguments: [since, width, since, until]) {
+                let bucket: Int = row["bucket"]
+                if activity.unrecognized.indices.contains(bucket) { activity.unrecognized[bucket] = row["n"] }
+            }
+            for row in try Row.fetchAll(db, sql: """
+                SELECT (started_at - ?) / ? AS bucket, outcome, count(*) AS n FROM attempts
+                WHERE started_at >= ? AND started_at < ? AND outcome <> 'running' GROUP BY bucket, outcome
+                """, arguments: [since, width, since, until]) {
+                guard let outcome = AttemptOutcome(rawValue: row["outcome"]) else { continue }
+                activity.attempts.append(Activity.AttemptCount(bucket: row["bucket"], outcome: outcome, count: row["n"]))
+            }
+            activity.attemptDurations = try Int64.fetchAll(db, sql: """
+                SELECT ended_at - started_at FROM attempts
+                WHERE started_at >= ? AND started_at < ? AND outcome <> 'running' AND ended_at IS NOT NULL
+                ORDER BY started_at DESC, id DESC LIMIT ?
+                """, arguments: [since, until, Activity.durationLimit])
+            return activity.normalized()
+        }
+    }
+
     public func counts() async throws(StoreError) -> StoreCounts {
         try await read { db in
             func count(_ table: String) throws -> Int { try Int.fetchOne(db, sql: "SELECT count(*) FROM \(table)") ?? 0 }

@@ -173,6 +173,15 @@ enum Schema {
             // unique jobs_once covers only jobs that are not replays, so it cannot serve them.
             try db.execute(sql: "CREATE INDEX jobs_generation ON jobs (generation_id, source, state, route)")
         }
+        migrator.registerMigration("v8-activity-by-time") { db in
+            // The page's charts read the last hour and day by these (issue 14). Times only grow, so
+            // each insert appends at the index's end.
+            try db.execute(sql: """
+                CREATE INDEX events_received_at ON events (received_at);
+                CREATE INDEX unrecognized_received_at ON unrecognized (received_at);
+                CREATE INDEX attempts_started_at ON attempts (started_at);
+                """)
+        }
         return migrator
     }
 }

@@ -348,8 +348,9 @@ public protocol JobStore: Sendable {
     /// At start of a single-instance store: every job still marked running belongs to a process
     /// that is gone, so it is queued again now (its attempt marked interrupted).
     func requeueRunning(at: Int64) async throws(StoreError) -> Int
-    /// How many jobs are in each state (for the pending/dead gauges).
-    func jobCounts() async throws(StoreError) -> [JobState: Int]
+    /// How many jobs are in each of `states` (each counted over its range of the state index, so
+    /// the few waiting or dead jobs cost little however many succeeded), 0 for none.
+    func jobCounts(in states: Set<JobState>) async throws(StoreError) -> [JobState: Int]
     /// Jobs waiting for a step (pending) and for an operator (dead), for the dispatcher's gauges:
     /// counted over those states' index ranges, so succeeded jobs, however many, cost nothing.
     func waitingJobCounts() async throws(StoreError) -> WaitingJobs
@@ -359,6 +360,9 @@ public protocol JobStore: Sendable {
 }
 
 extension JobStore {
+    /// How many jobs are in each state.
+    public func jobCounts() async throws(StoreError) -> [JobState: Int] { try await jobCounts(in: Set(JobState.allCases)) }
+
     /// Every dead job back to pending now.
     public func retryDead(at: Int64) async throws(StoreError) -> Int { try await retryDead(route: nil, at: at) }
 

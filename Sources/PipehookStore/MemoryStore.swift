@@ -247,6 +247,32 @@ public final class MemoryStore: Storage {
         }
     }
 
+    public func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity {
+        state.withLock { state in
+            var activity = Activity(window: window)
+            var events: [Activity.EventCount: Int] = [:]
+            for row in state.events.values {
+                guard let bucket = window.bucket(of: row.event.receivedAt) else { continue }
+                events[Activity.EventCount(bucket: bucket, transition: row.transition, status: row.event.status, count: 0), default: 0] += 1
+            }
+            activity.events = events.map { key, count in var row = key; row.count = count; return row }
+            for row in state.unrecognized {
+                if let bucket = window.bucket(of: row.delivery.receivedAt) { activity.unrecognized[bucket] += 1 }
+            }
+            var attempts: [Activity.AttemptCount: Int] = [:]
+            var finished: [AttemptRecord] = []
+            for attempt in state.attempts.values where attempt.outcome != .running {
+                guard let bucket = window.bucket(of: attempt.startedAt) else { continue }
+                attempts[Activity.AttemptCount(bucket: bucket, outcome: attempt.outcome, count: 0), default: 0] += 1
+                if attempt.endedAt != nil { finished.append(attempt) }
+            }
+            activity.attempts = attempts.map { key, count in var row = key; row.count = count; return row }
+            activity.attemptDurations = finished.sorted { ($0.startedAt, $0.id) > ($1.startedAt, $1.id) }.prefix(Activity.durationLimit)
+                .map { $0.endedAt! - $0.startedAt }
+            return activity.normalized()
+        }
+    }
+
     public func counts() async throws(StoreError) -> StoreCounts {
         state.withLock { state in
             StoreCounts(
@@ -427,10 +453,10 @@ public final class MemoryStore: Storage {
         }
     }
 
-    public func jobCounts() async throws(StoreError) -> [JobState: Int] {
+    public func jobCounts(in states: Set<JobState>) async throws(StoreError) -> [JobState: Int] {
         state.withLock { state in
-            var counts = Dictionary(uniqueKeysWithValues: JobState.allCases.map { ($0, 0) })
-            for row in state.jobs.values { counts[row.job.state, default: 0] += 1 }
+            var counts = Dictionary(uniqueKeysWithValues: states.map { ($0, 0) })
+            for row in state.jobs.values where states.contains(row.job.state) { counts[row.job.state, default: 0] += 1 }
             return counts
         }
     }

@@ -195,6 +195,9 @@ public protocol WebhookStore: Sendable {
 
     func counts() async throws(StoreError) -> StoreCounts
 
+    /// What happened in `window` (the status page's charts), read by time indexes only.
+    func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity
+
     /// True when a write transaction can be started now.
     func isWritable() async -> Bool
 

@@ -239,7 +239,7 @@ import Testing
         func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord { try await base.retry(jobID: jobID, at: at) }
         func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int { try await base.retryDead(route: route, at: at) }
         func requeueRunning(at: Int64) async throws(StoreError) -> Int { try await base.requeueRunning(at: at) }
-        func jobCounts() async throws(StoreError) -> [JobState: Int] { try await base.jobCounts() }
+        func jobCounts(in states: Set<JobState>) async throws(StoreError) -> [JobState: Int] { try await base.jobCounts(in: states) }
         func waitingJobCounts() async throws(StoreError) -> WaitingJobs { try await base.waitingJobCounts() }
         func millisecondsUntilNextJob() async throws(StoreError) -> Int64? { try await base.millisecondsUntilNextJob() }
     }

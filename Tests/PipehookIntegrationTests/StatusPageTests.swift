@@ -302,7 +302,11 @@ import Testing
             let jobID = try await Self.deadJob(store, generation: "gen_page", error: "upload refused: 403")
             let (_, html) = try await Self.page(client)
             #expect(html.contains(#"<th scope="row">dead</th><td>1</td>"#))
-            #expect(html.contains(#"<th scope="row">events</th><td>2</td>"#))
+            #expect(html.contains(#"<th scope="row">events stored</th><td>2</td>"#))
+            // The charts: SVG drawn here, the two events of the last hour in its minute bars.
+            #expect(html.contains(#"<svg viewBox="0 0 360 130" role="img" aria-label="Events stored, last hour, per minute" id="events-hour" data-total="2">"#))
+            #expect(html.contains(#"id="attempts-hour" data-total="1""#))
+            #expect(html.contains(#"<table id="latencies">"#))
             #expect(html.contains("<code>\(jobID)</code>"))
             #expect(html.contains("upload refused: 403"))
             #expect(html.contains("queued → completed") && html.contains("(new) → queued") && html.contains("msg_gen_page_2"))
@@ -540,8 +544,9 @@ import Testing
 
             let loaded = Self.flat(result.loaded)
             for visible in [
-                "Counters", "pending 0", "running 0", "succeeded 0", "dead 1",
-                "deliveries 4", "events 4", "generations 3", "unrecognized 0",
+                "Counters", "pending 0", "running 0", "dead 1",
+                "Last hour", "events stored 4", "status changes 4", "unrecognized 0", "steps dead 1", "Last day",
+                "Events stored, last hour, per minute", "Step attempts, last day, per hour", "Latency", "steps, last hour",
                 // The dead job, with its error and a Retry button.
                 jobID, "notify", "upload refused: HTTP 403", "Retry",
                 // Generations with their status; the one with a dead job is unfolded.
@@ -703,7 +708,8 @@ import Testing
             print("StatusPageTests: media requests (status, range): \(result.media)")
 
             let overview = Self.flat(text("overview"))
-            #expect(overview.contains("50 of 59") && overview.contains("Retry all dead jobs of route notify"), "\(overview.prefix(800))")
+            #expect(overview.contains("50, most recently updated first") && overview.contains("Retry all dead jobs of route notify"), "\(overview.prefix(800))")
+            #expect(overview.contains("events stored 62") && overview.contains("steps succeeded 1") && overview.contains("steps dead 2"), "\(overview.prefix(800))")
 
             #expect(text("searchURL") == "/generation?source=pipevideo&id=gen_dead")
             #expect(Self.flat(text("searchResult")).contains("Generation gen_dead"))

@@ -223,6 +223,62 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
         }
     }
 
+    /// Issue 14's charts: what a window of time saw, by bucket, the same from every store.
+    @Test(arguments: StoreKind.available)
+    func activityCountsEventsUnrecognizedAndAttemptsByBucket(_ kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            let now = nowMilliseconds()
+            // Two minutes ago (twice: applied, then the same status again), ten minutes ago, two
+            // hours ago (outside the hour).
+            let times: [(String, String, GenerationStatusText, Int64)] = [
+                ("a1", "ga", .queued, now - 120_000), ("a2", "ga", .queued, now - 119_000), ("a3", "ga", .completed, now - 600_000),
+                ("b1", "gb", .failed, now - 7_200_000),
+            ]
+            for (id, generation, status, at) in times {
+                var delivery = Fixture.delivery(id: id, generation: generation, status: status, at: at)
+                if id == "a3" { delivery.routes = [RoutePin(name: "archive", version: "", definition: ""), RoutePin(name: "notify", version: "", definition: "")] }
+                _ = try await store.ingest(delivery)
+            }
+            _ = try await store.ingest(IncomingDelivery(source: "pipevideo", deliveryID: "u1", receivedAt: now - 61_000, signedAt: 1, body: Array("??".utf8), content: .unrecognized(reason: "not JSON")))
+            // One attempt succeeds, one fails (a retry), one is still running.
+            let claimed = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10)
+            #expect(claimed.count == 2)
+            let first = try await store.startAttempt(claimed[0].lease, step: 0, stepKind: "exec", attempt: 1)
+            _ = try await store.finishAttempt(first, lease: claimed[0].lease, result: AttemptResult(outcome: .succeeded, summary: "ok"), disposition: .advance(artifact: nil, done: true))
+            let second = try await store.startAttempt(claimed[1].lease, step: 0, stepKind: "exec", attempt: 1)
+            _ = try await store.finishAttempt(second, lease: claimed[1].lease, result: AttemptResult(outcome: .failed, summary: "later"), disposition: .retry(delayMilliseconds: 0, error: "later"))
+            let again = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10)
+            _ = try await store.startAttempt(try #require(again.first).lease, step: 0, stepKind: "exec", attempt: 2)
+            let started = try await store.attempts(jobID: claimed[0].job.id) + store.attempts(jobID: claimed[1].job.id)
+
+            let window = ActivityWindow.last(60, of: 60_000, endingAt: nowMilliseconds())
+            let activity = try await store.activity(window)
+            func bucket(_ at: Int64) -> Int { window.bucket(of: at)! }
+            // One row per bucket, transition and status (two rows even when both fall in one minute).
+            let expectedEvents = [
+                Activity.EventCount(bucket: bucket(now - 120_000), transition: .applied, status: .queued, count: 1),
+                Activity.EventCount(bucket: bucket(now - 119_000), transition: .same, status: .queued, count: 1),
+                Activity.EventCount(bucket: bucket(now - 600_000), transition: .applied, status: .completed, count: 1),
+            ]
+            var unrecognized = Array(repeating: 0, count: 60)
+            unrecognized[bucket(now - 61_000)] = 1
+            let succeededAt = try #require(started.first { $0.outcome == .succeeded }).startedAt
+            let failedAt = try #require(started.first { $0.outcome == .failed }).startedAt
+            let expected = Activity(
+                window: window, events: expectedEvents, unrecognized: unrecognized,
+                attempts: [Activity.AttemptCount(bucket: bucket(succeededAt), outcome: .succeeded, count: 1), Activity.AttemptCount(bucket: bucket(failedAt), outcome: .failed, count: 1)],
+                attemptDurations: started.filter { $0.outcome != .running }.map { $0.endedAt! - $0.startedAt }
+            ).normalized()
+            #expect(activity == expected)
+            #expect(activity.eventSeries { $0.transition == .applied }.reduce(0, +) == 2)
+            #expect(activity.attemptSeries(.succeeded).reduce(0, +) == 1)
+            // The day by hour sees the event two hours ago too.
+            let day = try await store.activity(ActivityWindow.last(24, of: 3_600_000, endingAt: nowMilliseconds()))
+            #expect(day.events.map(\.count).reduce(0, +) == 4)
+        }
+    }
+
     /// Issue 14's search: a job by its id, and the generation an event id (a delivery id) is
     /// about, one per source that has it.
     @Test(arguments: StoreKind.available)
