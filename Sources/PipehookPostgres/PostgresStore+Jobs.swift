@@ -376,7 +376,8 @@ extension PostgresStore: JobStore {
     }
 
     public func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int {
-        try await write("retry dead jobs") { db, logger in
+        if Self.namesNoRoute(route) { return 0 }
+        return try await write("retry dead jobs") { db, logger in
             let rows = try await db.query("""
                 SELECT \(unescaped: Self.jobColumns()), \(unescaped: Self.serverNow) AS now FROM jobs
                 WHERE state = 'dead' AND (\(route)::text IS NULL OR route = \(route)) ORDER BY id FOR UPDATE

@@ -235,6 +235,7 @@ extension SQLiteStore: JobStore {
     }
 
     public func retryDead(route: String?, at: Int64) async throws(StoreError) -> Int {
+        if Self.namesNoRoute(route) { return 0 }
         let clock = self.clock
         return try await write("retry dead jobs") { db in
             let now = clock()

@@ -366,6 +366,10 @@ extension JobStore {
     /// Every dead job back to pending now.
     public func retryDead(at: Int64) async throws(StoreError) -> Int { try await retryDead(route: nil, at: at) }
 
+    /// A route name with a NUL names no job (configured names cannot hold one); SQL would cut it
+    /// (SQLite) or refuse it (PostgreSQL), so stores answer without asking.
+    public static func namesNoRoute(_ route: String?) -> Bool { route?.utf8.contains(0) ?? false }
+
     /// A claim that opens no attempt: the caller records each with `startAttempt`.
     public func claimJobs(owner: String, leaseMilliseconds: Int64, limit: Int) async throws(StoreError) -> [ClaimedJob] {
         try await claimJobs(owner: owner, leaseMilliseconds: leaseMilliseconds, limit: limit, nextStepKind: { _, _ in nil })

@@ -220,7 +220,7 @@ struct PostgresInstancesTests {
             let rows = try await stores[0].client.query("SELECT id FROM pipehook_migrations ORDER BY id", logger: Fixture.logger)
             var ids: [String] = []
             for try await id in rows.decode(String.self) { ids.append(id) }
-            #expect(ids == ["v1-intake", "v2-jobs", "v3-polls", "v4-fenced-pinned-jobs", "v5-exclusive-leases", "v6-idempotency-keys", "v7-generations-by-source"])
+            #expect(ids == ["v1-intake", "v2-jobs", "v3-polls", "v4-fenced-pinned-jobs", "v5-exclusive-leases", "v6-idempotency-keys", "v7-generations-by-source", "v8-jobs-by-generation", "v9-activity-by-time"])
             #expect(try await stores[1].migrate().isEmpty)
             #expect(try await stores[2].ingest(Fixture.delivery(id: "m1", generation: "g1", status: .queued)) != .duplicate)
             for store in stores { await store.close() }

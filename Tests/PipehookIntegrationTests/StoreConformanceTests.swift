@@ -185,11 +185,12 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
                 }
                 _ = try await store.ingest(delivery)
             }
-            // Some succeed, some die, one stays running; the rest wait.
+            // Some succeed, some die, one stays running; the rest wait. Decided by the job itself, not
+            // by the order of the claim (which stores are free to choose).
             let claimed = try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 100)
-            for (index, job) in claimed.enumerated() {
+            for job in claimed {
                 let attempt = try await store.startAttempt(job.lease, step: 0, stepKind: "exec", attempt: 1)
-                switch index % 4 {
+                switch (Int(job.job.generationID.dropFirst())! + (job.job.route == "notify" ? 1 : 0)) % 4 {
                 case 0: _ = try await store.finishAttempt(attempt, lease: job.lease, result: AttemptResult(outcome: .succeeded, summary: "ok"), disposition: .advance(artifact: nil, done: true))
                 case 1: _ = try await store.finishAttempt(attempt, lease: job.lease, result: AttemptResult(outcome: .dead, summary: "no"), disposition: .dead(error: "no"))
                 case 2: _ = try await store.finishAttempt(attempt, lease: job.lease, result: AttemptResult(outcome: .failed, summary: "later"), disposition: .retry(delayMilliseconds: 60_000, error: "later"))
