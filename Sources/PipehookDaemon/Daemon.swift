@@ -171,7 +171,7 @@ public enum Daemon {
                 address: .hostname(settings.listen.host, port: settings.listen.port),
                 serverName: nil
             ),
-            services: services,
+            services: services + (admin.auth.isEnabled ? [ActivityPrimer(cache: admin.activityCache, store: store, now: admin.now)] : []),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? settings.listen.port) },
             logger: logger
         )
@@ -311,5 +311,18 @@ extension Settings {
     /// What every connection is held to (`read_timeout`, `max_connections`).
     var connectionLimits: ConnectionLimits {
         ConnectionLimits(readTimeoutMilliseconds: readTimeoutMilliseconds, maxConnections: maxConnections)
+    }
+}
+
+/// Reads the status page's chart windows once at start, beside serving (the first page load
+/// is then as quick as the next), and then waits for shutdown like every other service.
+struct ActivityPrimer: Service {
+    let cache: ActivityCache
+    let store: any Storage
+    let now: @Sendable () -> Int64
+
+    func run() async throws {
+        await cache.prime(store: store, now: now())
+        try? await gracefulShutdown()
     }
 }

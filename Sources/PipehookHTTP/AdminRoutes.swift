@@ -26,6 +26,8 @@ public struct AdminEndpoints: Sendable {
     public var jobsCreated: @Sendable () -> Void
     /// Deliveries by result and ingest latencies since start, when metrics are kept.
     public var tally: LocalTally?
+    /// The charts' finished buckets, kept between page loads (and primed at start).
+    public var activityCache = ActivityCache()
 
     public init(
         auth: AdminAuth, store: any Storage, track: (@Sendable (String) async throws(StoreError) -> TrackOutcome)?,

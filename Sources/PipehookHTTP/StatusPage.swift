@@ -21,6 +21,7 @@ enum StatusPage {
     ]
 
     static func register(on router: Router<BasicRequestContext>, _ admin: AdminEndpoints) {
+        let activityCache = admin.activityCache
         router.get("/") { request, _ in
             try admin.auth.require(request)
             let parameters = request.uri.queryParameters
@@ -35,7 +36,9 @@ enum StatusPage {
             let snapshot: StatusPageSnapshot
             do {
                 let sinceStart = admin.tally.map { StatusPageSnapshot.SinceStart(results: $0.resultTotals(), latencies: $0.latencyCounts()) }
-                snapshot = try await StatusPageSnapshot.load(from: admin.store, now: admin.now(), query: query, sinceStart: sinceStart)
+                snapshot = try await StatusPageSnapshot.load(
+                    from: admin.store, now: admin.now(), query: query, sinceStart: sinceStart, cache: activityCache
+                )
             } catch {
                 throw APIError.storeUnavailable
             }

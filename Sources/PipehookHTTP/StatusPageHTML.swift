@@ -38,14 +38,25 @@ struct StatusPageSnapshot: Sendable {
     var query = GenerationQuery(limit: generationLimit)
     var next: GenerationCursor?
 
+    /// The last hour by minute and the last day by hour.
+    static func windows(endingAt now: Int64) -> [ActivityWindow] {
+        [.last(60, of: 60_000, endingAt: now), .last(24, of: 3_600_000, endingAt: now)]
+    }
+
     static func load(
-        from store: any Storage, now: Int64, query: GenerationQuery = GenerationQuery(limit: generationLimit), sinceStart: SinceStart? = nil
+        from store: any Storage, now: Int64, query: GenerationQuery = GenerationQuery(limit: generationLimit), sinceStart: SinceStart? = nil,
+        cache: ActivityCache? = nil
     ) async throws(StoreError) -> Self {
+        func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity {
+            if let cache { return try await cache.activity(window, now: now, store: store) }
+            return try await store.activity(window)
+        }
         let jobCounts = try await store.jobCounts(in: [.pending, .running, .dead])
         let dead = try await store.jobs(state: .dead, limit: deadLimit)
         let records = try await store.generations(query)
-        let hour = try await store.activity(.last(60, of: 60_000, endingAt: now))
-        let day = try await store.activity(.last(24, of: 3_600_000, endingAt: now))
+        let windows = windows(endingAt: now)
+        let hour = try await activity(windows[0])
+        let day = try await activity(windows[1])
         var snapshot = Self(
             now: now, jobCounts: jobCounts, dead: dead, generations: try await generations(records, from: store),
             hour: hour, day: day, sinceStart: sinceStart

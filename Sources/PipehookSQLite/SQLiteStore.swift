@@ -269,8 +269,10 @@ public final class SQLiteStore: WebhookStore {
             arguments += [source]
         }
         if let after = query.after {
-            clauses.append("(updated_at < ? OR (updated_at = ? AND (generation_id > ? OR (generation_id = ? AND source > ?))))")
-            arguments += [after.updatedAt, after.updatedAt, after.generationID, after.generationID, after.source]
+            // The first term is implied by the second, but with bound values SQLite only turns it,
+            // not the OR, into a range of the index: without it, a deep page scans from the top.
+            clauses.append("updated_at <= ? AND (updated_at < ? OR (updated_at = ? AND (generation_id > ? OR (generation_id = ? AND source > ?))))")
+            arguments += [after.updatedAt, after.updatedAt, after.updatedAt, after.generationID, after.generationID, after.source]
         }
         // The job filters. Jobs waiting (pending, running) or dead are few: read them by the
         // state index and join. Any other job filter is checked per generation, newest first, by
@@ -302,24 +304,27 @@ public final class SQLiteStore: WebhookStore {
         return try await read { db in try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.generation) }
     }
 
-    public func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity {
+    public func activity(_ window: ActivityWindow, parts: Activity.Parts) async throws(StoreError) -> Activity {
         let since = window.since, until = window.until, width = window.bucketMilliseconds
         return try await read { db in
             var activity = Activity(window: window)
-            for row in try Row.fetchAll(db, sql: """
-                SELECT (received_at - ?) / ? AS bucket, transition, status, count(*) AS n FROM events
-                WHERE received_at >= ? AND received_at < ? GROUP BY bucket, transition, status
-                """, arguments: [since, width, since, until]) {
-                guard let transition = Transition(rawValue: row["transition"]), let status = GenerationStatus(rawValue: row["status"]) else { continue }
-                activity.events.append(Activity.EventCount(bucket: row["bucket"], transition: transition, status: status, count: row["n"]))
+            if parts.contains(.events) {
+                for row in try Row.fetchAll(db, sql: """
+                    SELECT (received_at - ?) / ? AS bucket, transition, status, count(*) AS n FROM events
+                    WHERE received_at >= ? AND received_at < ? GROUP BY bucket, transition, status
+                    """, arguments: [since, width, since, until]) {
+                    guard let transition = Transition(rawValue: row["transition"]), let status = GenerationStatus(rawValue: row["status"]) else { continue }
+                    activity.events.append(Activity.EventCount(bucket: row["bucket"], transition: transition, status: status, count: row["n"]))
+                }
+                for row in try Row.fetchAll(db, sql: """
+                    SELECT (received_at - ?) / ? AS bucket, count(*) AS n FROM unrecognized
+                    WHERE received_at >= ? AND received_at < ? GROUP BY bucket
+                    """, arguments: [since, width, since, until]) {
+                    let bucket: Int = row["bucket"]
+                    if activity.unrecognized.indices.contains(bucket) { activity.unrecognized[bucket] = row["n"] }
+                }
             }
-            for row in try Row.fetchAll(db, sql: """
-                SELECT (received_at - ?) / ? AS bucket, count(*) AS n FROM unrecognized
-                WHERE received_at >= ? AND received_at < ? GROUP BY bucket
-                """, arguments: [since, width, since, until]) {
-                let bucket: Int = row["bucket"]
-                if activity.unrecognized.indices.contains(bucket) { activity.unrecognized[bucket] = row["n"] }
-            }
+            guard parts.contains(.attempts) else { return activity.normalized() }
             for row in try Row.fetchAll(db, sql: """
                 SELECT (started_at - ?) / ? AS bucket, outcome, count(*) AS n FROM attempts
                 WHERE started_at >= ? AND started_at < ? AND outcome <> 'running' GROUP BY bucket, outcome

@@ -62,6 +62,16 @@ public struct Activity: Sendable, Equatable {
         }
     }
 
+    /// Which parts a store reads: the event counts (events and unrecognized deliveries) of a
+    /// finished bucket never change, so they can be kept; attempts can still end.
+    public struct Parts: OptionSet, Sendable {
+        public let rawValue: Int
+        public init(rawValue: Int) { self.rawValue = rawValue }
+        public static let events = Parts(rawValue: 1)
+        public static let attempts = Parts(rawValue: 2)
+        public static let all: Parts = [.events, .attempts]
+    }
+
     /// How many attempt durations a store reads for the percentiles (the most recent first).
     public static let durationLimit = 5_000
 

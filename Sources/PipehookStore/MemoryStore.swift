@@ -247,21 +247,21 @@ public final class MemoryStore: Storage {
         }
     }
 
-    public func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity {
+    public func activity(_ window: ActivityWindow, parts: Activity.Parts) async throws(StoreError) -> Activity {
         state.withLock { state in
             var activity = Activity(window: window)
             var events: [Activity.EventCount: Int] = [:]
-            for row in state.events.values {
+            for row in state.events.values where parts.contains(.events) {
                 guard let bucket = window.bucket(of: row.event.receivedAt) else { continue }
                 events[Activity.EventCount(bucket: bucket, transition: row.transition, status: row.event.status, count: 0), default: 0] += 1
             }
             activity.events = events.map { key, count in var row = key; row.count = count; return row }
-            for row in state.unrecognized {
+            for row in state.unrecognized where parts.contains(.events) {
                 if let bucket = window.bucket(of: row.delivery.receivedAt) { activity.unrecognized[bucket] += 1 }
             }
             var attempts: [Activity.AttemptCount: Int] = [:]
             var finished: [AttemptRecord] = []
-            for attempt in state.attempts.values where attempt.outcome != .running {
+            for attempt in state.attempts.values where parts.contains(.attempts) && attempt.outcome != .running {
                 guard let bucket = window.bucket(of: attempt.startedAt) else { continue }
                 attempts[Activity.AttemptCount(bucket: bucket, outcome: attempt.outcome, count: 0), default: 0] += 1
                 if attempt.endedAt != nil { finished.append(attempt) }

@@ -196,7 +196,7 @@ public protocol WebhookStore: Sendable {
     func counts() async throws(StoreError) -> StoreCounts
 
     /// What happened in `window` (the status page's charts), read by time indexes only.
-    func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity
+    func activity(_ window: ActivityWindow, parts: Activity.Parts) async throws(StoreError) -> Activity
 
     /// True when a write transaction can be started now.
     func isWritable() async -> Bool
@@ -214,6 +214,12 @@ public protocol WebhookStore: Sendable {
 
     /// New jobs for a stored event's routes, even if they ran before (`pipehook replay`).
     func replay(eventID: String, source: String?, routes: (GenerationStatus) -> [RoutePin], at: Int64) async throws(StoreError) -> [JobRecord]
+}
+
+
+extension WebhookStore {
+    /// Everything of `window`.
+    public func activity(_ window: ActivityWindow) async throws(StoreError) -> Activity { try await activity(window, parts: .all) }
 }
 
 /// One timeline entry with its place in the store's order, for the event stream.

@@ -178,3 +178,44 @@ extension Result where Failure == ArchiveMedia.Refusal {
     var isSuccess: Bool { if case .success = self { true } else { false } }
     var refusal: ArchiveMedia.Refusal? { if case .failure(let refusal) = self { refusal } else { nil } }
 }
+
+/// The page's activity cache: finished buckets' event counts are read once and kept; open
+/// buckets and attempts are read every time; the answer equals the store's own.
+@Suite struct ActivityCacheTests {
+    static func event(_ store: MemoryStore, _ id: String, at: Int64, status: GenerationStatusText = .queued) async throws {
+        _ = try await store.ingest(Fixture.delivery(id: id, generation: "g_" + id, status: status, at: at))
+    }
+
+    @Test func keepsFinishedBucketsAndReadsOpenOnes() async throws {
+        let store = MemoryStore()
+        let cache = ActivityCache()
+        let now: Int64 = 1_800_000_030_000  // 30 s into a minute
+        let window = ActivityWindow.last(4, of: 60_000, endingAt: now)
+        try await Self.event(store, "a", at: window.start(of: 0) + 1_000)
+        try await Self.event(store, "b", at: window.start(of: 3) + 1_000)
+        let first = try await cache.activity(window, now: now, store: store)
+        #expect(first == (try await store.activity(window)))
+        #expect(first.eventSeries { _ in true } == [1, 0, 0, 1])
+
+        // A late row in a finished bucket is not read again; one in the open bucket is.
+        try await Self.event(store, "late", at: window.start(of: 0) + 2_000)
+        try await Self.event(store, "c", at: window.start(of: 3) + 2_000, status: .completed)
+        let second = try await cache.activity(window, now: now, store: store)
+        #expect(second.eventSeries { _ in true } == [1, 0, 0, 2])
+        #expect(try await store.activity(window).eventSeries { _ in true } == [2, 0, 0, 2])
+
+        // A minute on, the open bucket has finished (read once, fresh) and a new one is open.
+        let later = now + 60_000
+        let next = ActivityWindow.last(4, of: 60_000, endingAt: later)
+        try await Self.event(store, "d", at: next.start(of: 3) + 500)
+        let third = try await cache.activity(next, now: later, store: store)
+        #expect(third.eventSeries { _ in true } == [0, 0, 2, 1])
+        #expect(third == (try await store.activity(next)))
+        // Within `settle` of its end a bucket is still read fresh (here the one d is in, now the
+        // second to last).
+        let edge = next.start(of: 3) + 60_000 + ActivityCache.settle - 1
+        try await Self.event(store, "e", at: next.start(of: 3) + 59_000)
+        let atEdge = try await cache.activity(ActivityWindow.last(4, of: 60_000, endingAt: edge), now: edge, store: store)
+        #expect(atEdge.eventSeries { _ in true } == [0, 2, 2, 0])
+    }
+}
