@@ -275,8 +275,9 @@ public final class SQLiteStore: WebhookStore {
             arguments += [after.updatedAt, after.updatedAt, after.updatedAt, after.generationID, after.generationID, after.source]
         }
         // The job filters. Jobs waiting (pending, running) or dead are few: read them by the
-        // state index and join. Any other job filter is checked per generation, newest first, by
-        // the jobs_generation index, so the scan stops at one page.
+        // state index (a row-value IN, which SQLite drives from that index) and look their
+        // generations up. Any other job filter is checked per generation, newest first, by the
+        // jobs_generation index, so the scan stops at one page.
         var jobClauses: [String] = []
         var jobArguments = StatementArguments()
         if let state = query.jobState {
@@ -287,18 +288,16 @@ public final class SQLiteStore: WebhookStore {
             jobClauses.append("j.route = ?")
             jobArguments += [route]
         }
-        var from = "generations"
         if let state = query.jobState, state != .succeeded {
-            from = "(SELECT DISTINCT j.generation_id AS g_id, j.source AS g_source FROM jobs j WHERE " + jobClauses.joined(separator: " AND ")
-                + ") AS matching JOIN generations ON generations.generation_id = matching.g_id AND generations.source = matching.g_source"
-            arguments = jobArguments + arguments
+            clauses.append("(generation_id, source) IN (SELECT j.generation_id, j.source FROM jobs j WHERE " + jobClauses.joined(separator: " AND ") + ")")
+            arguments += jobArguments
         } else if query.filtersJobs {
             clauses.append("EXISTS (SELECT 1 FROM jobs j WHERE j.generation_id = generations.generation_id AND j.source = generations.source AND "
                 + jobClauses.joined(separator: " AND ") + ")")
             arguments += jobArguments
         }
         arguments += [query.limit]
-        let sql = "SELECT generations.* FROM " + from + (clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND "))
+        let sql = "SELECT * FROM generations" + (clauses.isEmpty ? "" : " WHERE " + clauses.joined(separator: " AND "))
             + " ORDER BY updated_at DESC, generation_id, source LIMIT ?"
         let bound = arguments
         return try await read { db in try Row.fetchAll(db, sql: sql, arguments: bound).map(Self.generation) }
