@@ -330,12 +330,14 @@ enum StatusPageHTML {
             out += #"<p class="muted">No jobs.</p>"#
         }
         for job in generation.jobs {
-            out += self.job(job)
+            out += self.job(job, output: alwaysOpen)
         }
         return out + "</div></details>\n"
     }
 
-    static func job(_ job: StatusPageSnapshot.Job) -> String {
+    /// `output`: each attempt's captured output too (on a generation's own page; the list would
+    /// grow by up to 64 KiB an attempt).
+    static func job(_ job: StatusPageSnapshot.Job, output: Bool = false) -> String {
         let record = job.record
         var out = #"<div class="job"><p><code>"# + html(record.id) + "</code> route <strong>" + html(record.route) + "</strong> "
             + badge(record.state.rawValue) + #" <span class="muted">updated</span> "# + time(record.updatedAt)
@@ -352,6 +354,11 @@ enum StatusPageHTML {
             out += "<tr><td>\(attempt.step + 1)</td><td>" + html(attempt.stepKind) + "</td><td>\(attempt.attempt)</td><td>"
                 + badge(attempt.outcome.rawValue) + "</td><td>" + html(attempt.summary ?? "") + "</td><td>" + time(attempt.startedAt)
                 + "</td><td>" + (attempt.endedAt.map(time) ?? "") + "</td></tr>"
+            if output, !attempt.output.isEmpty {
+                out += #"<tr class="output"><td colspan="7"><details><summary>Output, \#(attempt.output.count) bytes"#
+                    + (attempt.exitCode.map { ", exit \($0)" } ?? "") + (attempt.httpStatus.map { ", HTTP \($0)" } ?? "")
+                    + #"</summary><pre class="payload">"# + html(String(decoding: attempt.output, as: UTF8.self)) + "</pre></details></td></tr>"
+            }
         }
         return out + "</tbody></table></div>"
     }

@@ -438,6 +438,26 @@ import Testing
         }
     }
 
+    /// A generation's own page shows what each attempt printed (escaped); the list does not.
+    @Test func generationPageShowsEachAttemptsCapturedOutput() async throws {
+        try await Harness().run { client, store in
+            let now = Self.nowMilliseconds()
+            try await Self.event(store, id: "msg_out_1", generation: "gen_out", status: .completed, at: now, routes: ["notify"])
+            let claimed = try #require(try await store.claimJobs(owner: "t", leaseMilliseconds: 60_000, limit: 10).first)
+            let attempt = try await store.startAttempt(claimed.lease, step: 0, stepKind: "exec", attempt: 1)
+            _ = try await store.finishAttempt(
+                attempt, lease: claimed.lease,
+                result: AttemptResult(outcome: .dead, summary: "exit 3", exitCode: 3, output: Array("uploading…\n<b>refused</b> & gone\n".utf8)),
+                disposition: .dead(error: "exit 3")
+            )
+            let (_, own) = try await Self.page(client, "/generation?source=pipevideo&id=gen_out")
+            #expect(own.contains("Output, 35 bytes, exit 3"), "\(own)")
+            #expect(own.contains("uploading…\n&lt;b&gt;refused&lt;/b&gt; &amp; gone") && !own.contains("<b>refused"))
+            let (_, list) = try await Self.page(client)
+            #expect(!list.contains("uploading…"))
+        }
+    }
+
     @Test func unknownMalformedAndUnretryableJobs() async throws {
         try await Harness().run { client, store in
             let unknown = "job_00000000000000ff"
