@@ -109,6 +109,11 @@ echo "store: $(sqlite3 "$DB" "SELECT (SELECT count(*) FROM generations) || ' gen
 start
 BASE="http://127.0.0.1:$PORT"
 AUTH="Authorization: Bearer $TOKEN"
+# The very first page after start (the charts' kept buckets are being read by then, or not yet).
+first=$(curl -s -o /dev/null -w '%{time_total}' -H "$AUTH" "$BASE/" | awk '{printf "%.1f", $1 * 1000}')
+sleep 2
+second=$(curl -s -o /dev/null -w '%{time_total}' -H "$AUTH" "$BASE/" | awk '{printf "%.1f", $1 * 1000}')
+echo "GET / right after /healthz answered: $first ms; 2 s later: $second ms"
 mid=$((N / 2))
 mid_gen=$(printf 'gen_%08d' "$mid")
 updated=$(sqlite3 "$DB" "SELECT updated_at FROM generations WHERE generation_id = '$mid_gen'")
