@@ -10,6 +10,8 @@
 # delivery per event, one `archive` job (succeeded; every 1,000th dead, every 5,000th pending) with
 # one attempt. Every 50th generation failed, every 100th still queued. The store is kept in
 # $STORE_DIR (default /tmp/pipehook-statuspage-N) and reused when it already has N generations.
+# With PG_URL=postgres://… the same store is built in that (empty or earlier-filled) PostgreSQL
+# database with psql and generate_series, and the daemon runs on it.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BIN=$(cd "$(dirname "$1")" && pwd)/$(basename "$1")
@@ -18,15 +20,20 @@ E=${3:-5}
 RUNS=${4:-5}
 LIMIT_MS=${LIMIT_MS:-200}
 command -v sqlite3 >/dev/null || apt-get install -y -qq sqlite3 >/dev/null
-DIR=${STORE_DIR:-/tmp/pipehook-statuspage-$N}
+DIR=${STORE_DIR:-/tmp/pipehook-statuspage-$N${PG_URL:+-pg}}
 DB="$DIR/pipehook.sqlite"
+PG_URL=${PG_URL:-}
+STORE="sqlite:$DB"
+[ -n "$PG_URL" ] && STORE=$PG_URL
+# One query's single value, from whichever store this run uses.
+q() { if [ -n "$PG_URL" ]; then psql -qAt "$PG_URL" -c "$1" 2>/dev/null; else sqlite3 "$DB" "$1" 2>/dev/null; fi; }
 TOKEN=statuspage-benchmark-token-0123456789
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 mkdir -p "$DIR"
 cat > "$DIR/pipehook.yaml" <<YAML
 listen: "127.0.0.1:$PORT"
 data_dir: "$DIR"
-store: "sqlite:$DB"
+store: "$STORE"
 log_level: warning
 admin_token: "$TOKEN"
 retention: 3650d
@@ -50,8 +57,50 @@ start() {
 }
 stop() { kill "$PID"; wait "$PID" 2>/dev/null || true; PID=""; }
 
-have=$(sqlite3 "$DB" "SELECT count(*) FROM generations" 2>/dev/null || echo 0)
-if [ "$have" != "$N" ]; then
+have=$(q "SELECT count(*) FROM generations" || echo 0)
+if [ -n "$PG_URL" ] && [ "$have" != "$N" ]; then
+  start; stop   # the daemon creates the schema (every migration)
+  echo "filling the PostgreSQL store: $N generations, $((N * E)) events ..."
+  t0=$(date +%s)
+  psql -q -v ON_ERROR_STOP=1 "$PG_URL" <<SQL
+TRUNCATE deliveries, generations, events, unrecognized, jobs, attempts;
+CREATE TEMP TABLE t AS SELECT (extract(epoch from now()) * 1000)::bigint - $N::bigint * 1000 AS base;
+INSERT INTO generations (source, generation_id, status, output_url, error_message, created_at, updated_at, last_event_id)
+  SELECT 'pipevideo', format('gen_%s', lpad(i::text, 8, '0')),
+         CASE WHEN i % 100 = 0 THEN 'queued' WHEN i % 50 = 0 THEN 'failed' ELSE 'completed' END,
+         CASE WHEN i % 50 = 0 THEN NULL ELSE format('https://cdn.pipevideo.co/v/gen_%s.mp4?sig=abcdef&exp=1', lpad(i::text, 8, '0')) END,
+         CASE WHEN i % 100 <> 0 AND i % 50 = 0 THEN 'content policy violation' END,
+         t.base + i * 1000, t.base + i * 1000 + ($E - 1) * 3000, format('msg_%s_%s', lpad(i::text, 8, '0'), $E - 1)
+  FROM generate_series(0, $N - 1) i, t;
+INSERT INTO events (event_id, source, origin, generation_id, status, previous_status, transition, output_url, error_message,
+                    received_at, signed_at, raw, event_type)
+  SELECT format('msg_%s_%s', lpad(i::text, 8, '0'), j), 'pipevideo', 'webhook', format('gen_%s', lpad(i::text, 8, '0')),
+         CASE WHEN j = 0 THEN 'queued' WHEN j = $E - 1 THEN 'completed' ELSE 'in_progress' END,
+         CASE WHEN j = 0 THEN NULL WHEN j = 1 THEN 'queued' ELSE 'in_progress' END,
+         CASE WHEN j <= 1 OR j = $E - 1 THEN 'applied' ELSE 'same' END,
+         CASE WHEN j = $E - 1 THEN format('https://cdn.pipevideo.co/v/gen_%s.mp4?sig=abcdef&exp=1', lpad(i::text, 8, '0')) END, NULL,
+         t.base + i * 1000 + j * 3000, (t.base + i * 1000 + j * 3000) / 1000,
+         convert_to(format('{"eventType":"video.generation.x","generationId":"gen_%s","status":"s%s","outputUrl":null,"errorMessage":null}', lpad(i::text, 8, '0'), j), 'UTF8'),
+         'video.generation.x'
+  FROM generate_series(0, $N - 1) i, generate_series(0, $E - 1) j, t ORDER BY i, j;
+INSERT INTO deliveries (source, delivery_id, received_at)
+  SELECT 'pipevideo', format('msg_%s_%s', lpad(i::text, 8, '0'), j), t.base + i * 1000 + j * 3000
+  FROM generate_series(0, $N - 1) i, generate_series(0, $E - 1) j, t;
+INSERT INTO jobs (id, source, generation_id, route, event_id, state, next_step, attempts, run_at, created_at, updated_at, last_error, fence)
+  SELECT 'job_' || lpad(to_hex(i), 16, '0'), 'pipevideo', format('gen_%s', lpad(i::text, 8, '0')), 'archive',
+         format('msg_%s_%s', lpad(i::text, 8, '0'), $E - 1),
+         CASE WHEN i % 1000 = 1 THEN 'dead' WHEN i % 5000 = 3 THEN 'pending' ELSE 'succeeded' END,
+         CASE WHEN i % 1000 = 1 OR i % 5000 = 3 THEN 0 ELSE 1 END, 1,
+         t.base + i * 1000 + $E * 3000, t.base + i * 1000 + $E * 3000, t.base + i * 1000 + $E * 3000 + 2000,
+         CASE WHEN i % 1000 = 1 THEN 'HTTP 404 from the CDN' END, 1
+  FROM generate_series(0, $N - 1) i, t WHERE i % 50 <> 0;
+INSERT INTO attempts (job_id, step, step_kind, attempt, started_at, ended_at, outcome, summary)
+  SELECT id, 0, 'download', 1, created_at, updated_at, CASE state WHEN 'dead' THEN 'dead' ELSE 'succeeded' END, 'saved 12 MB'
+  FROM jobs ORDER BY created_at;
+ANALYZE;
+SQL
+  echo "filled in $(( $(date +%s) - t0 )) s"
+elif [ "$have" != "$N" ]; then
   rm -f "$DB" "$DB-wal" "$DB-shm"
   start; stop   # the daemon creates the schema (every migration)
   echo "filling the store: $N generations, $((N * E)) events ..."
@@ -104,7 +153,7 @@ ANALYZE;
 SQL
   echo "filled in $(( $(date +%s) - t0 )) s; $(du -h "$DB" | cut -f1)"
 fi
-echo "store: $(sqlite3 "$DB" "SELECT (SELECT count(*) FROM generations) || ' generations, ' || (SELECT count(*) FROM events) || ' events, ' || (SELECT count(*) FROM jobs) || ' jobs, ' || (SELECT count(*) FROM deliveries) || ' deliveries'")"
+echo "store ($([ -n "$PG_URL" ] && echo PostgreSQL || echo SQLite)): $(q "SELECT (SELECT count(*) FROM generations) || ' generations, ' || (SELECT count(*) FROM events) || ' events, ' || (SELECT count(*) FROM jobs) || ' jobs, ' || (SELECT count(*) FROM deliveries) || ' deliveries'")"
 
 start
 BASE="http://127.0.0.1:$PORT"
@@ -116,7 +165,7 @@ second=$(curl -s -o /dev/null -w '%{time_total}' -H "$AUTH" "$BASE/" | awk '{pri
 echo "GET / right after /healthz answered: $first ms; 2 s later: $second ms"
 mid=$((N / 2))
 mid_gen=$(printf 'gen_%08d' "$mid")
-updated=$(sqlite3 "$DB" "SELECT updated_at FROM generations WHERE generation_id = '$mid_gen'")
+updated=$(q "SELECT updated_at FROM generations WHERE generation_id = '$mid_gen'")
 deep=$(python3 - "$updated" "$mid_gen" <<'PY'
 import base64, sys
 updated, gen = sys.argv[1], sys.argv[2]
@@ -125,7 +174,7 @@ print(base64.urlsafe_b64encode(text).decode().rstrip("="))
 PY
 )
 next=$(curl -fsS -H "$AUTH" "$BASE/" | sed -n 's/.*id="next-page" href="\/?\([^"]*\)".*/\1/p' | sed 's/&amp;/\&/g')
-dead_job=$(sqlite3 "$DB" "SELECT id FROM jobs WHERE state = 'dead' ORDER BY created_at DESC LIMIT 1")
+dead_job=$(q "SELECT id FROM jobs WHERE state = 'dead' ORDER BY created_at DESC LIMIT 1")
 pages=(
   "/"
   "/?$next"

@@ -66,27 +66,16 @@ struct StatusPageSnapshot: Sendable {
         return snapshot
     }
 
-    /// Each record with its timeline, jobs and their attempts.
+    /// Each record with its timeline, jobs and their attempts, read in one call for the page.
     static func generations(_ records: [GenerationRecord], from store: any Storage) async throws(StoreError) -> [Generation] {
-        var generations: [Generation] = []
-        // `generations(withID:)` answers for every source at once; two sources may share an id.
-        var detailsByID: [String: [GenerationDetail]] = [:]
-        for record in records {
-            let details: [GenerationDetail]
-            if let known = detailsByID[record.generationID] {
-                details = known
-            } else {
-                details = try await store.generations(withID: record.generationID)
-                detailsByID[record.generationID] = details
-            }
-            let timeline = details.first { $0.generation.source == record.source }?.timeline ?? []
-            var jobs: [Job] = []
-            for job in try await store.jobs(generationID: record.generationID, source: record.source) {
-                jobs.append(Job(record: job, attempts: try await store.attempts(jobID: job.id)))
-            }
-            generations.append(Generation(record: record, timeline: timeline, jobs: jobs))
+        let histories = try await store.histories(records.map { GenerationKey(source: $0.source, generationID: $0.generationID) })
+        return records.map { record in
+            let history = histories[GenerationKey(source: record.source, generationID: record.generationID)]
+            return Generation(
+                record: record, timeline: history?.timeline ?? [],
+                jobs: (history?.jobs ?? []).map { Job(record: $0.job, attempts: $0.attempts) }
+            )
         }
-        return generations
     }
 }
 

@@ -352,17 +352,21 @@ extension PostgresStore: JobStore {
             try await db.query("""
                 SELECT id, job_id, step, step_kind, attempt, started_at, ended_at, outcome, summary, exit_code, http_status, output
                 FROM attempts WHERE job_id = \(jobID) ORDER BY id
-                """, logger: logger).collect().map { row in
-                let (id, jobID, step, stepKind, attempt, startedAt, endedAt, outcome, summary, exitCode, httpStatus, output) =
-                    try row.decode((Int64, String, Int, String, Int, Int64, Int64?, String, String?, Int64?, Int?, ByteBuffer?).self)
-                return AttemptRecord(
-                    id: id, jobID: jobID, step: step, stepKind: stepKind, attempt: attempt, startedAt: startedAt, endedAt: endedAt,
-                    outcome: AttemptOutcome(rawValue: outcome) ?? .failed, summary: summary,
-                    exitCode: exitCode.map { Int32(truncatingIfNeeded: $0) }, httpStatus: httpStatus,
-                    output: output.map { Array($0.readableBytesView) } ?? []
-                )
-            }
+                """, logger: logger).collect().map(Self.attempt)
         }
+    }
+
+    static let attemptColumns = "id, job_id, step, step_kind, attempt, started_at, ended_at, outcome, summary, exit_code, http_status, output"
+
+    static func attempt(_ row: PostgresRow) throws -> AttemptRecord {
+        let (id, jobID, step, stepKind, attempt, startedAt, endedAt, outcome, summary, exitCode, httpStatus, output) =
+            try row.decode((Int64, String, Int, String, Int, Int64, Int64?, String, String?, Int64?, Int?, ByteBuffer?).self)
+        return AttemptRecord(
+            id: id, jobID: jobID, step: step, stepKind: stepKind, attempt: attempt, startedAt: startedAt, endedAt: endedAt,
+            outcome: AttemptOutcome(rawValue: outcome) ?? .failed, summary: summary,
+            exitCode: exitCode.map { Int32(truncatingIfNeeded: $0) }, httpStatus: httpStatus,
+            output: output.map { Array($0.readableBytesView) } ?? []
+        )
     }
 
     public func retry(jobID: String, at: Int64) async throws(StoreError) -> JobRecord {
@@ -460,5 +464,45 @@ extension PostgresStore: JobStore {
             artifact: file.map { JobArtifact(file: $0, sha256: sha256 ?? "", bytes: bytes ?? 0) },
             lastError: lastError, createdAt: createdAt, updatedAt: updatedAt
         )
+    }
+}
+
+extension PostgresStore: HistoryStore {
+    /// Three queries for the whole page (events, jobs, attempts), each over arrays of keys.
+    public func histories(_ keys: [GenerationKey]) async throws(StoreError) -> [GenerationKey: GenerationHistory] {
+        var distinct: [GenerationKey] = []
+        for key in keys where !distinct.contains(key) { distinct.append(key) }
+        guard !distinct.isEmpty else { return [:] }
+        let unique = distinct
+        let sources = unique.map(\.source), ids = unique.map(\.generationID)
+        return try await read("read histories") { db, logger in
+            var timelines: [GenerationKey: [TimelineEntry]] = [:]
+            for row in try await db.query("""
+                SELECT \(unescaped: Self.eventColumns) FROM events
+                WHERE (source, generation_id) IN (SELECT * FROM unnest(\(sources)::text[], \(ids)::text[])) ORDER BY seq
+                """, logger: logger).collect() {
+                let event = try Self.storedEvent(row)
+                timelines[GenerationKey(source: event.source, generationID: event.generationID), default: []].append(try Self.timelineEntry(row))
+            }
+            let jobs = try await db.query("""
+                SELECT \(unescaped: Self.jobColumns()) FROM jobs
+                WHERE (generation_id, source) IN (SELECT * FROM unnest(\(ids)::text[], \(sources)::text[])) ORDER BY created_at, route
+                """, logger: logger).collect().map(Self.job)
+            var attempts: [String: [AttemptRecord]] = [:]
+            if !jobs.isEmpty {
+                for row in try await db.query("""
+                    SELECT \(unescaped: Self.attemptColumns) FROM attempts WHERE job_id = ANY(\(jobs.map(\.id))) ORDER BY id
+                    """, logger: logger).collect() {
+                    let attempt = try Self.attempt(row)
+                    attempts[attempt.jobID, default: []].append(attempt)
+                }
+            }
+            var histories: [GenerationKey: GenerationHistory] = [:]
+            for key in unique { histories[key] = GenerationHistory(timeline: timelines[key] ?? [], jobs: []) }
+            for job in jobs {
+                histories[GenerationKey(source: job.source, generationID: job.generationID)]?.jobs.append(JobHistory(job: job, attempts: attempts[job.id] ?? []))
+            }
+            return histories
+        }
     }
 }

@@ -704,7 +704,7 @@ extension PostgresStore: WebhookStore {
         )
     }
 
-    private static func timelineEntry(_ row: PostgresRow) throws -> TimelineEntry {
+    static func timelineEntry(_ row: PostgresRow) throws -> TimelineEntry {
         let event = try storedEvent(row)
         let (transition, signedAt) = try row.makeRandomAccess().decodeColumns(transition: "transition", signedAt: "signed_at")
         return TimelineEntry(

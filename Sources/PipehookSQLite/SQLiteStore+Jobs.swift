@@ -210,16 +210,18 @@ extension SQLiteStore: JobStore {
     }
 
     public func attempts(jobID: String) async throws(StoreError) -> [AttemptRecord] {
-        try await read { db in
-            try Row.fetchAll(db, sql: "SELECT * FROM attempts WHERE job_id = ? ORDER BY id", arguments: [jobID]).map { row in
-                let outcome: String = row["outcome"]
-                let output: Data? = row["output"]
-                return AttemptRecord(
-                    id: row["id"], jobID: row["job_id"], step: row["step"], stepKind: row["step_kind"], attempt: row["attempt"],
-                    startedAt: row["started_at"], endedAt: row["ended_at"], outcome: AttemptOutcome(rawValue: outcome) ?? .failed,
-                    summary: row["summary"], exitCode: row["exit_code"], httpStatus: row["http_status"], output: output.map { Array($0) } ?? []
-                )
-            }
+        try await read { db in try Self.attempts(jobID, db) }
+    }
+
+    static func attempts(_ jobID: String, _ db: Database) throws -> [AttemptRecord] {
+        try Row.fetchAll(db.cachedStatement(sql: "SELECT * FROM attempts WHERE job_id = ? ORDER BY id"), arguments: [jobID]).map { row in
+            let outcome: String = row["outcome"]
+            let output: Data? = row["output"]
+            return AttemptRecord(
+                id: row["id"], jobID: row["job_id"], step: row["step"], stepKind: row["step_kind"], attempt: row["attempt"],
+                startedAt: row["started_at"], endedAt: row["ended_at"], outcome: AttemptOutcome(rawValue: outcome) ?? .failed,
+                summary: row["summary"], exitCode: row["exit_code"], httpStatus: row["http_status"], output: output.map { Array($0) } ?? []
+            )
         }
     }
 
@@ -333,6 +335,27 @@ extension SQLiteStore: JobStore {
             throw error
         } catch {
             throw StoreError(.unavailable, "\(what) failed: \(Self.describe(error))")
+        }
+    }
+}
+
+extension SQLiteStore: HistoryStore {
+    /// In one read: the statements are cached, and a call costs no round trip here.
+    public func histories(_ keys: [GenerationKey]) async throws(StoreError) -> [GenerationKey: GenerationHistory] {
+        try await read { db in
+            var histories: [GenerationKey: GenerationHistory] = [:]
+            for key in keys where histories[key] == nil {
+                let timeline = try Row.fetchAll(
+                    db.cachedStatement(sql: "SELECT * FROM events WHERE source = ? AND generation_id = ? ORDER BY seq"),
+                    arguments: [key.source, key.generationID]
+                ).map(Self.timelineEntry)
+                let jobs = try Row.fetchAll(
+                    db.cachedStatement(sql: "SELECT * FROM jobs WHERE generation_id = ? AND source = ? ORDER BY created_at, route"),
+                    arguments: [key.generationID, key.source]
+                ).map(Self.job)
+                histories[key] = GenerationHistory(timeline: timeline, jobs: try jobs.map { JobHistory(job: $0, attempts: try Self.attempts($0.id, db)) })
+            }
+            return histories
         }
     }
 }

@@ -553,7 +553,7 @@ public final class SQLiteStore: WebhookStore {
         )
     }
 
-    private static func timelineEntry(_ row: Row) throws -> TimelineEntry {
+    static func timelineEntry(_ row: Row) throws -> TimelineEntry {
         let previous: String? = row["previous_status"]
         let transitionText: String = row["transition"]
         let originText: String = row["origin"]

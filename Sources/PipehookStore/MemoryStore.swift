@@ -247,6 +247,10 @@ public final class MemoryStore: Storage {
         }
     }
 
+    public func histories(_ keys: [GenerationKey]) async throws(StoreError) -> [GenerationKey: GenerationHistory] {
+        try await historiesOneByOne(keys)
+    }
+
     public func activity(_ window: ActivityWindow, parts: Activity.Parts) async throws(StoreError) -> Activity {
         state.withLock { state in
             var activity = Activity(window: window)

@@ -280,6 +280,36 @@ func nowMilliseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
         }
     }
 
+    /// The page's histories in one call equal what the one-by-one calls answer, in every store.
+    @Test(arguments: StoreKind.available)
+    func historiesOfAPageInOneCall(_ kind: StoreKind) async throws {
+        try await kind.with { harness in
+            let store = try await harness.open()
+            for (index, id) in ["h1", "h2", "h3"].enumerated() {
+                _ = try await store.ingest(Fixture.delivery(id: "\(id)-q", generation: id, status: .queued, at: Int64(1_000 + index)))
+                var done = Fixture.delivery(id: "\(id)-c", generation: id, status: .completed, at: Int64(2_000 + index))
+                if id != "h3" { done.routes = [RoutePin(name: "archive", version: "", definition: ""), RoutePin(name: "notify", version: "", definition: "")] }
+                _ = try await store.ingest(done)
+            }
+            var other = Fixture.delivery(id: "o-q", generation: "h1", status: .failed, at: 3_000)
+            other.source = "other"
+            _ = try await store.ingest(other)
+            for claimed in try await store.claimJobs(owner: "a", leaseMilliseconds: 60_000, limit: 10) {
+                let attempt = try await store.startAttempt(claimed.lease, step: 0, stepKind: "exec", attempt: 1)
+                _ = try await store.finishAttempt(attempt, lease: claimed.lease, result: AttemptResult(outcome: .failed, summary: "later", output: Array("out".utf8)), disposition: .retry(delayMilliseconds: 0, error: "later"))
+            }
+            let keys = ["h2", "h1", "h3", "nope", "h1"].map { GenerationKey(source: "pipevideo", generationID: $0) } + [GenerationKey(source: "other", generationID: "h1")]
+            let together = try await store.histories(keys)
+            #expect(together == (try await store.historiesOneByOne(keys)))
+            let h1 = try #require(together[GenerationKey(source: "pipevideo", generationID: "h1")])
+            #expect(h1.timeline.map(\.eventID) == ["h1-q", "h1-c"])
+            #expect(h1.jobs.map(\.job.route).sorted() == ["archive", "notify"] && h1.jobs.allSatisfy { $0.attempts.map(\.output) == [Array("out".utf8)] })
+            #expect(together[GenerationKey(source: "other", generationID: "h1")]?.timeline.map(\.eventID) == ["o-q"])
+            #expect(together[GenerationKey(source: "pipevideo", generationID: "nope")] == GenerationHistory(timeline: [], jobs: []))
+            #expect(together[GenerationKey(source: "pipevideo", generationID: "h3")]?.jobs.isEmpty == true)
+        }
+    }
+
     /// Issue 14's search: a job by its id, and the generation an event id (a delivery id) is
     /// about, one per source that has it.
     @Test(arguments: StoreKind.available)
