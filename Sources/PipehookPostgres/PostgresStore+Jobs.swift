@@ -338,8 +338,18 @@ extension PostgresStore: JobStore {
 
     public func eventGenerations(eventID: String) async throws(StoreError) -> [GenerationKey] {
         try await read("find an event") { db, logger in
+            // The unique index is (source, event_id) and PostgreSQL has no skip scan: walk the few
+            // distinct sources through the index (a recursive CTE), then look the id up under each,
+            // instead of reading every event.
             try await db.query("""
-                SELECT source, generation_id FROM events WHERE event_id = \(eventID) ORDER BY source COLLATE "C"
+                WITH RECURSIVE sources AS (
+                    (SELECT source FROM events ORDER BY source LIMIT 1)
+                    UNION ALL
+                    SELECT (SELECT e.source FROM events e WHERE e.source > sources.source ORDER BY e.source LIMIT 1)
+                    FROM sources WHERE sources.source IS NOT NULL
+                )
+                SELECT e.source, e.generation_id FROM sources JOIN events e ON e.source = sources.source AND e.event_id = \(eventID)
+                WHERE sources.source IS NOT NULL ORDER BY e.source COLLATE "C"
                 """, logger: logger).collect().map { row in
                 let (source, generationID) = try row.decode((String, String).self)
                 return GenerationKey(source: source, generationID: generationID)
