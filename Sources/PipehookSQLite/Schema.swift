@@ -182,6 +182,11 @@ enum Schema {
                 CREATE INDEX attempts_started_at ON attempts (started_at);
                 """)
         }
+        migrator.registerMigration("v9-events-by-seq") { db in
+            // The charts find a window's events by seq (TimeOrderedRows): the index on
+            // received_at cost every delivery one more write, 5–9% of its CPU.
+            try db.execute(sql: "DROP INDEX events_received_at")
+        }
         return migrator
     }
 }

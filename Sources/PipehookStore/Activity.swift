@@ -125,3 +125,30 @@ public enum Percentiles {
         return sorted[min(sorted.count, max(1, rank)) - 1]
     }
 }
+
+/// Rows whose key grows with their time, like events (their `seq` is given at commit, their
+/// time at receipt, a moment before): the range of keys a window of time covers, found by a
+/// binary search of point reads instead of an index on the time. That index would be one more
+/// write on every delivery, for a chart.
+public enum TimeOrderedRows {
+    /// How far a row's time may run behind a row with a smaller key (a delivery whose commit waited
+    /// behind later ones). A window is widened by this much on both sides before its times are
+    /// compared exactly, so a row is missed only if its commit waited longer than this.
+    public static let slack: Int64 = 60_000
+
+    /// The smallest key of a row whose time is at least `time`, or one past the last key when
+    /// there is none. `probe(k)` gives the first row at or after key `k` (keys may have gaps), nil
+    /// when there is none; it is called about log2(last key − first key) times.
+    public static func firstKey(atOrAfter time: Int64, from low: Int64, to high: Int64, probe: (Int64) throws -> (key: Int64, time: Int64)?) rethrows -> Int64 {
+        var low = low, high = high + 1
+        while low < high {
+            let middle = low + (high - low) / 2
+            guard let row = try probe(middle) else {
+                high = middle
+                continue
+            }
+            if row.time >= time { high = middle } else { low = row.key + 1 }
+        }
+        return low
+    }
+}
